@@ -1,0 +1,1 @@
+"""The deterministic runtime that runs and replays workflow code (private)."""

@@ -1,0 +1,372 @@
+"""The client: start workflows, wait for results, inspect and steer them.
+
+Example:
+    >>> client = await Client.connect(database_url=..., broker_url=...)
+    >>> handle = await client.start_workflow(TripBooking.run, "alice", id="trip-alice")
+    >>> await handle.result()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+import zlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any
+
+from saga.config import Settings
+from saga.converter import to_json_value
+from saga.errors import (
+    InvalidArgumentsError,
+    UnknownWorkflowTypeError,
+    WorkflowFailureError,
+    WorkflowNotFoundError,
+)
+from saga.failure import FailureInfo, from_failure
+from saga.history import (
+    ActivityAttemptFailed,
+    ActivityCompleted,
+    ActivityFailed,
+    ActivityScheduled,
+    HistoryEvent,
+    WorkflowStatus,
+)
+from saga.messages import ResultMessage, WorkflowClosedNotice
+from saga.store.base import Store, WorkflowRecord, open_store
+from saga.transports.base import Subscription, Transport, open_transport
+from saga.workflow import WorkflowDefinition, definition_of
+
+DEFAULT_SHARDS = 64
+HISTORY_WARNING_THRESHOLD = 10_000
+
+
+def shard_of(workflow_id: str, shards: int = DEFAULT_SHARDS) -> int:
+    """The shard a workflow id hashes into (stable across processes and versions)."""
+    return zlib.crc32(workflow_id.encode()) % shards
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One step (or compensation) as ``describe()`` shows it."""
+
+    seq: int
+    activity: str
+    queue: str
+    args: list[Any]
+    compensation: bool
+    status: str  # SCHEDULED, RETRYING, COMPLETED, FAILED, CANCELLED
+    attempts: int
+    scheduled_at: datetime
+    closed_at: datetime | None
+    result: Any = None
+    error: FailureInfo | None = None
+
+
+@dataclass(frozen=True)
+class WorkflowDescription:
+    """What ``handle.describe()`` and ``client.list_workflows()`` return."""
+
+    id: str
+    run_id: str
+    type: str
+    status: WorkflowStatus
+    start_time: datetime
+    close_time: datetime | None
+    input: list[Any]
+    result: Any
+    error: FailureInfo | None
+    history_length: int
+    stuck_reason: str | None
+    steps: list[StepInfo] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def compensations(self) -> list[StepInfo]:
+        """The compensation steps, in the order they were scheduled."""
+        return [s for s in self.steps if s.compensation]
+
+    @property
+    def pending_steps(self) -> list[StepInfo]:
+        """Steps not finished yet."""
+        return [s for s in self.steps if s.status in ("SCHEDULED", "RETRYING")]
+
+    @classmethod
+    def from_record(
+        cls, rec: WorkflowRecord, events: Sequence[HistoryEvent] = ()
+    ) -> WorkflowDescription:
+        """Build from a workflows row and (optionally) its history."""
+        warnings = []
+        if rec.history_length > HISTORY_WARNING_THRESHOLD:
+            warnings.append(
+                f"history has {rec.history_length} events; consider continue-as-new"
+            )
+        if rec.stuck_reason:
+            warnings.append(f"stuck: {rec.stuck_reason}")
+        return cls(
+            id=rec.workflow_id,
+            run_id=rec.run_id,
+            type=rec.workflow_type,
+            status=rec.status,
+            start_time=rec.start_time,
+            close_time=rec.close_time,
+            input=rec.input,
+            result=rec.result,
+            error=rec.error,
+            history_length=rec.history_length,
+            stuck_reason=rec.stuck_reason,
+            steps=_steps(events),
+            warnings=warnings,
+        )
+
+
+def _steps(events: Sequence[HistoryEvent]) -> list[StepInfo]:
+    steps: dict[int, dict[str, Any]] = {}
+    for e in events:
+        a = e.attributes
+        if isinstance(a, ActivityScheduled):
+            steps[a.seq] = {
+                "seq": a.seq, "activity": a.activity, "queue": a.queue, "args": a.args,
+                "compensation": a.compensation, "status": "SCHEDULED", "attempts": 1,
+                "scheduled_at": e.timestamp, "closed_at": None,
+            }
+        elif isinstance(a, ActivityAttemptFailed) and a.seq in steps:
+            steps[a.seq].update(status="RETRYING", attempts=a.attempt + 1, error=a.failure)
+        elif isinstance(a, ActivityCompleted) and a.seq in steps:
+            steps[a.seq].update(status="COMPLETED", attempts=a.attempt, closed_at=e.timestamp,
+                                result=a.result, error=None)
+        elif isinstance(a, ActivityFailed) and a.seq in steps:
+            steps[a.seq].update(status="FAILED", attempts=a.attempt, closed_at=e.timestamp,
+                                error=a.failure)
+        elif e.type == "ActivityCancelRequested" and getattr(a, "seq", None) in steps:
+            steps[a.seq].update(status="CANCELLED", closed_at=e.timestamp)  # type: ignore[attr-defined]
+    return [StepInfo(**s) for s in steps.values()]
+
+
+class WorkflowHandle:
+    """A reference to one workflow by id."""
+
+    def __init__(self, client: Client, workflow_id: str, run_id: str | None = None) -> None:
+        self.client = client
+        self.id = workflow_id
+        self.run_id = run_id
+
+    async def _record(self) -> WorkflowRecord:
+        rec = await self.client.store.get_workflow(self.id)
+        if rec is None:
+            raise WorkflowNotFoundError(self.id)
+        return rec
+
+    async def result(self, *, timeout: float | None = None) -> Any:
+        """Wait for the workflow to end; its result, or WorkflowFailureError with the cause."""
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        poll = 0.05
+        while True:
+            waiter = self.client._waiter(self.id)
+            rec = await self._record()
+            if rec.status.is_closed:
+                if rec.status is WorkflowStatus.COMPLETED:
+                    return rec.result
+                cause = from_failure(rec.error) if rec.error is not None else None
+                raise WorkflowFailureError(self.id, rec.status.value, cause)
+            wait = poll
+            if deadline is not None:
+                wait = min(wait, deadline - asyncio.get_running_loop().time())
+                if wait <= 0:
+                    raise TimeoutError(f"workflow {self.id!r} still running after {timeout}s")
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), wait)
+            except TimeoutError:
+                poll = min(poll * 2, 2.0)  # notices are best effort: poll as a fallback
+
+    async def describe(self) -> WorkflowDescription:
+        """Status, input, result or error, and every step with attempts and timings."""
+        rec = await self._record()
+        events = await self.client.store.load_history(rec.workflow_id, rec.run_id)
+        return WorkflowDescription.from_record(rec, events)
+
+    async def history(self) -> list[HistoryEvent]:
+        """Every event of the current run, in order."""
+        rec = await self._record()
+        return await self.client.store.load_history(rec.workflow_id, rec.run_id)
+
+    async def signal(self, name: str, *args: Any) -> None:
+        """Send a signal; recorded in history before the workflow sees it."""
+        payload = {"name": name, "args": [to_json_value(a) for a in args]}
+        await self.client._send(self.id, "signal", payload)
+
+    async def cancel(self, reason: str = "") -> None:
+        """Ask the workflow to cancel: its code sees ``asyncio.CancelledError``."""
+        await self.client._send(self.id, "cancel", {"reason": reason})
+
+    async def terminate(self, reason: str = "") -> None:
+        """End the workflow now, without running any more of its code."""
+        await self.client._send(self.id, "terminate", {"reason": reason})
+
+
+class Client:
+    """Starts and steers workflows through the database and the broker."""
+
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        *,
+        workflows: Sequence[Any] = (),
+        owns_connections: bool = False,
+    ) -> None:
+        self.store = store
+        self.transport = transport
+        self._definitions: dict[str, WorkflowDefinition] = {}
+        for wf in workflows:
+            d = definition_of(wf)
+            self._definitions[d.name] = d
+        self._owns = owns_connections
+        self._waiters: dict[str, asyncio.Future[None]] = {}
+        self._notices: Subscription | None = None
+
+    @classmethod
+    async def connect(
+        cls,
+        *,
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        workflows: Sequence[Any] = (),
+    ) -> Client:
+        """Connect to the database and broker named (or taken from ``SAGA_*`` variables)."""
+        settings = Settings.resolve(database_url=database_url, broker_url=broker_url)
+        store = open_store(settings.database_url)
+        transport = open_transport(settings.broker_url)
+        await store.connect()
+        try:
+            await transport.connect()
+        except BaseException:
+            await store.aclose()
+            raise
+        client = cls(store, transport, workflows=workflows, owns_connections=True)
+        await client._subscribe()
+        return client
+
+    async def _subscribe(self) -> None:
+        self._notices = await self.transport.subscribe_notices(self._on_notice)
+
+    async def _on_notice(self, notice: WorkflowClosedNotice) -> None:
+        waiter = self._waiters.pop(notice.workflow_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _waiter(self, workflow_id: str) -> asyncio.Future[None]:
+        waiter = self._waiters.get(workflow_id)
+        if waiter is None or waiter.done():
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters[workflow_id] = waiter
+        return waiter
+
+    async def aclose(self) -> None:
+        """Close connections this client opened."""
+        if self._notices is not None:
+            await self._notices.cancel()
+            self._notices = None
+        if self._owns:
+            await self.transport.aclose()
+            await self.store.aclose()
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def _definition(self, workflow: Any) -> tuple[str, WorkflowDefinition | None]:
+        if isinstance(workflow, str):
+            if workflow in self._definitions:
+                return workflow, self._definitions[workflow]
+            known = await self.store.known_workflow_types()
+            if workflow not in known:
+                raise UnknownWorkflowTypeError(workflow, known)
+            return workflow, None
+        d = definition_of(workflow)
+        return d.name, d
+
+    async def start_workflow(
+        self,
+        workflow: Any,
+        *args: Any,
+        id: str | None = None,
+        execution_timeout: timedelta | float | None = None,
+    ) -> WorkflowHandle:
+        """Start a workflow (class, run method, function, or type name) with ``args``.
+
+        Raises WorkflowAlreadyStartedError when ``id`` is running, UnknownWorkflowTypeError
+        or InvalidArgumentsError before anything is written.
+        """
+        name, definition = await self._definition(workflow)
+        if definition is not None:
+            encoded = definition.signature.encode_args(args)
+            definition.signature.decode_args(encoded)  # validate types now, not in the coordinator
+        else:
+            try:
+                encoded = [to_json_value(a) for a in args]
+            except Exception as exc:
+                raise InvalidArgumentsError(f"workflow {name}", str(exc)) from exc
+        workflow_id = id or f"{name}-{uuid.uuid4()}"
+        timeout = (
+            execution_timeout.total_seconds()
+            if isinstance(execution_timeout, timedelta)
+            else execution_timeout
+        )
+        record = WorkflowRecord(
+            workflow_id=workflow_id,
+            run_id=str(uuid.uuid4()),
+            workflow_type=name,
+            status=WorkflowStatus.RUNNING,
+            version=0,
+            shard=shard_of(workflow_id),
+            input=encoded,
+            start_time=datetime.now(UTC),
+            execution_timeout=timeout,
+        )
+        await self.store.create_workflow(record)
+        await self._wake(workflow_id)
+        return WorkflowHandle(self, workflow_id, record.run_id)
+
+    def get_workflow_handle(self, workflow_id: str) -> WorkflowHandle:
+        """A handle to an existing workflow."""
+        return WorkflowHandle(self, workflow_id)
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | str | None = None,
+        type: str | None = None,
+        id_prefix: str | None = None,
+        page_size: int = 100,
+    ) -> AsyncIterator[WorkflowDescription]:
+        """Every matching workflow, newest first (steps are not loaded)."""
+        wanted = WorkflowStatus(status) if status is not None else None
+        cursor: str | None = None
+        while True:
+            page = await self.store.list_workflows(
+                status=wanted, workflow_type=type, id_prefix=id_prefix, cursor=cursor,
+                limit=page_size,
+            )
+            for rec in page.workflows:
+                yield WorkflowDescription.from_record(rec)
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def _send(self, workflow_id: str, kind: str, payload: dict[str, Any]) -> None:
+        await self.store.add_inbox(workflow_id, kind, payload)
+        await self._wake(workflow_id)
+
+    async def _wake(self, workflow_id: str) -> None:
+        # Best effort: if this is lost, the coordinator's sweep finds the work anyway.
+        try:
+            await self.transport.publish_result(ResultMessage(kind="wake", workflow_id=workflow_id))
+        except Exception:  # noqa: BLE001 - the durable write already happened
+            return

@@ -1,0 +1,483 @@
+"""The coordinator: turns results, timers and client requests into history, durably.
+
+One loop takes inputs in batches, advances each workflow from its cached (or replayed)
+state, and commits every workflow's changes in one transaction (group commit). Only
+after the commit are tasks published (transactional outbox) and inputs acknowledged,
+so nothing is sent that was not recorded and nothing recorded is left unsent.
+
+Example:
+    >>> async with Coordinator(database_url="sqlite+aiosqlite:///saga.db",
+    ...                        broker_url="amqp://guest:guest@127.0.0.1:5672/",
+    ...                        workflows=[TripBooking]):
+    ...     await asyncio.Event().wait()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import os
+import uuid
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import TracebackType
+from typing import Any, Literal
+
+from saga._runtime.execution import Execution
+from saga.clock import Clock, SystemClock
+from saga.config import Settings
+from saga.errors import NondeterminismError, SagaError, StoreError, TransportError
+from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+from saga.store.base import Store, TimerRow, WorkflowWrite, WriteBatch, open_store
+from saga.transports.base import Subscription, Transport, open_transport
+from saga.workflow import WorkflowDefinition, definition_of
+
+log = logging.getLogger("saga.coordinator")
+
+_TIMER_REFRESH = timedelta(seconds=30)
+_FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
+
+InputKind = Literal["result", "timer", "wake"]
+
+
+@dataclass
+class _Input:
+    workflow_id: str
+    kind: InputKind
+    result: ResultMessage | None = None
+    timer: TimerRow | None = None
+    done: asyncio.Future[None] | None = None
+
+
+@dataclass(order=True)
+class _HeapEntry:
+    due: datetime
+    order: int
+    timer: TimerRow = field(compare=False)
+
+
+def _timer_key(t: TimerRow) -> tuple[str, str, int, int]:
+    return (t.workflow_id, t.kind.value, t.seq, t.attempt)
+
+
+class Coordinator:
+    """The daemon that owns workflow histories and advances them.
+
+    Args:
+        workflows: Workflow classes or functions this coordinator runs.
+        database_url: Defaults to ``SAGA_DATABASE_URL``.
+        broker_url: Defaults to ``SAGA_BROKER_URL``.
+        store, transport, clock: Injected instead of URLs (embedded mode, tests).
+        cache_size: Live workflow instances kept in memory; a miss replays history.
+        batch_size: Inputs committed together at most.
+    """
+
+    def __init__(
+        self,
+        *,
+        workflows: Sequence[Any],
+        database_url: str | None = None,
+        broker_url: str | None = None,
+        store: Store | None = None,
+        transport: Transport | None = None,
+        clock: Clock | None = None,
+        cache_size: int = 10_000,
+        batch_size: int = 128,
+        sweep_interval: float = 5.0,
+        migrate: bool | None = None,
+    ) -> None:
+        settings = Settings.resolve(database_url=database_url, broker_url=broker_url)
+        self.definitions: dict[str, WorkflowDefinition] = {}
+        for wf in workflows:
+            d = definition_of(wf)
+            self.definitions[d.name] = d
+        self.store = store or open_store(settings.database_url)
+        self.transport = transport or open_transport(settings.broker_url)
+        self.clock: Clock = clock or SystemClock()
+        self.identity = f"coordinator-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self._owns_store = store is None
+        self._owns_transport = transport is None
+        self._migrate = migrate
+        self._cache: OrderedDict[str, Execution] = OrderedDict()
+        self._cache_size = cache_size
+        self._batch_size = batch_size
+        self._sweep_interval = sweep_interval
+        self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
+        self._busy = False
+        self._stuck: set[str] = set()
+        self._heap: list[_HeapEntry] = []
+        self._heap_keys: set[tuple[str, str, int, int]] = set()
+        self._heap_limit = 1000
+        self._loaded_until: datetime | None = None  # None: every DB timer is in the heap
+        self._reload_timers = False
+        self._timers_changed = asyncio.Event()
+        self._order = itertools.count()
+        self._publishing: set[tuple[str, int, int]] = set()
+        self._sent_unmarked: set[tuple[str, int, int]] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subscription: Subscription | None = None
+        self._started = False
+
+    # --- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, recover (outbox, timers, unfinished work) and start serving."""
+        if self._started:
+            return
+        await self.store.connect()
+        if self._migrate or (self._migrate is None and self.store.url.startswith("sqlite")):
+            await self.store.migrate()
+        await self.transport.connect()
+        await self.store.register_workflow_types(list(self.definitions))
+        await self._recover_outbox()
+        self._started = True
+        self._tasks = [
+            asyncio.create_task(self._process_loop(), name="saga-coordinator-process"),
+            asyncio.create_task(self._timer_loop(), name="saga-coordinator-timers"),
+            asyncio.create_task(self._sweep_loop(), name="saga-coordinator-sweep"),
+        ]
+        self._subscription = await self.transport.consume_results(
+            self._on_message, prefetch=self._batch_size * 4
+        )
+        log.info("coordinator started", extra={"coordinator": self.identity,
+                                               "workflows": sorted(self.definitions)})
+
+    async def run(self) -> None:
+        """Start and serve until cancelled."""
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop consuming, finish the batch in hand, and close what we opened."""
+        if self._subscription is not None:
+            await self._subscription.cancel()
+            self._subscription = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._started and self._sent_unmarked:
+            try:
+                await self.store.mark_sent(list(self._sent_unmarked))
+            except StoreError:
+                log.warning("could not record sent tasks at shutdown; they will be resent")
+        for ex in self._cache.values():
+            ex.instance.dispose()
+        self._cache.clear()
+        if self._owns_transport:
+            await self.transport.aclose()
+        if self._owns_store:
+            await self.store.aclose()
+        self._started = False
+
+    async def __aenter__(self) -> Coordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def idle(self) -> bool:
+        """No input queued or being processed (used by time skipping)."""
+        return self._inputs.empty() and not self._busy and not self._publishing
+
+    # --- intake --------------------------------------------------------------------------
+    async def _on_message(self, msg: ResultMessage) -> None:
+        if msg.kind == "wake":
+            self._inputs.put_nowait(_Input(msg.workflow_id, "wake"))
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._inputs.put_nowait(_Input(msg.workflow_id, "result", result=msg, done=done))
+        await done  # acknowledged only once recorded
+
+    def wake(self, workflow_id: str) -> None:
+        """Look at a workflow's pending input now (in-process clients call this)."""
+        self._inputs.put_nowait(_Input(workflow_id, "wake"))
+
+    # --- processing ----------------------------------------------------------------------
+    async def _process_loop(self) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(self._inputs.get(), 0.2)
+            except TimeoutError:
+                if self._sent_unmarked:
+                    await self._flush_sent()
+                continue
+            batch = [first]
+            while len(batch) < self._batch_size and not self._inputs.empty():
+                batch.append(self._inputs.get_nowait())
+            self._busy = True
+            try:
+                await self._process(batch)
+            except Exception as exc:  # the loop must survive anything
+                log.exception("batch failed; inputs will be retried")
+                self._fail_batch(batch, exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self._busy = False
+
+    async def _flush_sent(self) -> None:
+        keys = list(self._sent_unmarked)
+        try:
+            await self.store.mark_sent(keys)
+        except StoreError:
+            return
+        self._sent_unmarked.difference_update(keys)
+
+    def _fail_batch(self, batch: list[_Input], exc: BaseException) -> None:
+        for item in batch:
+            self._evict(item.workflow_id)
+            if item.done is not None and not item.done.done():
+                item.done.set_exception(exc)
+            elif item.kind == "timer" and item.timer is not None:
+                self._heap_keys.discard(_timer_key(item.timer))
+                self._reload_timers = True
+        self._timers_changed.set()
+
+    async def _process(self, batch: list[_Input]) -> None:
+        by_workflow: dict[str, list[_Input]] = {}
+        for item in batch:
+            by_workflow.setdefault(item.workflow_id, []).append(item)
+        now = self.clock.now()
+        touched: dict[str, Execution] = {}
+        for workflow_id, items in by_workflow.items():
+            if workflow_id in self._stuck:
+                await self._park(workflow_id, items, None)
+                continue
+            try:
+                ex = await self._load(workflow_id)
+                if ex is None:
+                    continue
+                for item in items:
+                    await self._apply(ex, item, now)
+            except (NondeterminismError, SagaError) as exc:
+                await self._park(workflow_id, items, exc)
+                continue
+            touched[workflow_id] = ex
+        await self._commit(touched, by_workflow)
+
+    async def _apply(self, ex: Execution, item: _Input, now: datetime) -> None:
+        if item.kind == "result" and item.result is not None:
+            ex.on_result(item.result, now)
+        elif item.kind == "timer" and item.timer is not None:
+            self._heap_keys.discard(_timer_key(item.timer))
+            ex.on_timer(item.timer, now)
+        else:
+            ex.on_start(now)
+            for row in await self.store.inbox_for(ex.workflow_id):
+                ex.on_inbox(row, now)
+
+    async def _load(self, workflow_id: str) -> Execution | None:
+        ex = self._cache.get(workflow_id)
+        if ex is not None:
+            self._cache.move_to_end(workflow_id)
+            return ex
+        record = await self.store.get_workflow(workflow_id)
+        if record is None or record.status.is_closed:
+            return None
+        definition = self.definitions.get(record.workflow_type)
+        if definition is None:
+            raise SagaError(
+                f"no definition of workflow type {record.workflow_type!r} on this coordinator"
+            )
+        events = await self.store.load_history(workflow_id, record.run_id)
+        ex = Execution.restore(record, events, definition)
+        ex.version = record.version
+        self._cache[workflow_id] = ex
+        while len(self._cache) > self._cache_size:
+            _, old = self._cache.popitem(last=False)
+            old.instance.dispose()
+        return ex
+
+    def _evict(self, workflow_id: str) -> None:
+        ex = self._cache.pop(workflow_id, None)
+        if ex is not None:
+            ex.instance.dispose()
+
+    async def _park(
+        self, workflow_id: str, items: list[_Input], exc: BaseException | None
+    ) -> None:
+        """Keep a workflow whose code cannot run visible and its inputs safe until fixed."""
+        self._evict(workflow_id)
+        self._stuck.add(workflow_id)
+        for item in items:
+            if item.kind == "result" and item.result is not None:
+                await self.store.add_inbox(
+                    workflow_id, "result", item.result.model_dump(mode="json")
+                )
+            if item.done is not None and not item.done.done():
+                item.done.set_result(None)
+        if exc is None:
+            return
+        log.error("workflow stuck: %s", exc, extra={"workflow_id": workflow_id})
+        record = await self.store.get_workflow(workflow_id)
+        if record is not None and record.stuck_reason != str(exc):
+            write = WorkflowWrite(workflow_id, record.run_id, record.version, stuck_reason=str(exc))
+            await self.store.commit(WriteBatch([write]))
+
+    async def _commit(
+        self, touched: dict[str, Execution], by_workflow: dict[str, list[_Input]]
+    ) -> None:
+        writes: dict[str, WorkflowWrite] = {}
+        for workflow_id, ex in touched.items():
+            write = ex.take_write()
+            if write is not None:
+                if ex.record.stuck_reason is not None:
+                    write.clear_stuck = True
+                writes[workflow_id] = write
+        while writes:
+            mark = list(self._sent_unmarked)
+            conflicts = await self.store.commit(WriteBatch(list(writes.values()), mark))
+            if not conflicts:
+                self._sent_unmarked.difference_update(mark)
+                break
+            for workflow_id in conflicts:
+                log.warning("stale workflow version; reloading", extra={"workflow_id": workflow_id})
+                writes.pop(workflow_id, None)
+                touched.pop(workflow_id, None)
+                self._evict(workflow_id)
+                for item in by_workflow.pop(workflow_id, []):
+                    self._inputs.put_nowait(item)
+        tasks: list[TaskMessage] = []
+        for workflow_id, write in writes.items():
+            ex = touched[workflow_id]
+            ex.committed()
+            ex.record.stuck_reason = None
+            self._stuck.discard(workflow_id)
+            tasks.extend(write.outbox_add)
+            for timer in write.timers_add:
+                self._push_timer(timer)
+            if write.closes:
+                self._evict(workflow_id)
+                await self._notify_closed(ex, write)
+        for items in by_workflow.values():
+            for item in items:
+                if item.done is not None and not item.done.done():
+                    item.done.set_result(None)
+        if tasks:
+            await self._publish(tasks)
+
+    async def _notify_closed(self, ex: Execution, write: WorkflowWrite) -> None:
+        assert write.status is not None
+        log.info("workflow closed", extra={"workflow_id": ex.workflow_id,
+                                           "status": write.status.value})
+        try:
+            await self.transport.publish_notice(
+                WorkflowClosedNotice(
+                    workflow_id=ex.workflow_id, run_id=ex.run_id, status=write.status.value
+                )
+            )
+        except TransportError:
+            log.warning("could not broadcast close; clients will poll",
+                        extra={"workflow_id": ex.workflow_id})
+
+    # --- outbox --------------------------------------------------------------------------
+    async def _publish(self, tasks: Iterable[TaskMessage]) -> None:
+        tasks = list(tasks)
+        keys = [(t.workflow_id, t.seq, t.attempt) for t in tasks]
+        self._publishing.update(keys)
+        try:
+            results = await asyncio.gather(
+                *(self.transport.publish_task(t) for t in tasks), return_exceptions=True
+            )
+        finally:
+            self._publishing.difference_update(keys)
+        for key, outcome in zip(keys, results, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("publish failed; the relay will retry: %s", outcome,
+                            extra={"workflow_id": key[0], "seq": key[1]})
+            else:
+                self._sent_unmarked.add(key)
+
+    async def _recover_outbox(self) -> None:
+        if not self.transport.durable:
+            reset = await self.store.reset_outbox()
+            if reset:
+                log.info("republishing %d tasks lost with the in-process broker", reset)
+        await self._relay()
+
+    async def _relay(self) -> None:
+        """Publish committed tasks that never reached the broker."""
+        rows = await self.store.outbox(only_unsent=True)
+        pending = [
+            r.message
+            for r in rows
+            if r.key not in self._publishing and r.key not in self._sent_unmarked
+        ]
+        if pending:
+            log.info("outbox relay publishing %d task(s)", len(pending))
+            await self._publish(pending)
+            await self._flush_sent()
+
+    # --- timers ----------------------------------------------------------------------------
+    def _push_timer(self, timer: TimerRow) -> None:
+        key = _timer_key(timer)
+        if key in self._heap_keys:
+            return
+        if self._loaded_until is not None and timer.due_at > self._loaded_until:
+            return  # beyond what we hold in memory; loaded from the database later
+        heapq.heappush(self._heap, _HeapEntry(timer.due_at, next(self._order), timer))
+        self._heap_keys.add(key)
+        self._timers_changed.set()
+
+    async def _load_timers(self) -> None:
+        rows = await self.store.timers_due_before(_FAR_FUTURE, limit=self._heap_limit)
+        self._loaded_until = rows[-1].due_at if len(rows) >= self._heap_limit else None
+        for row in rows:
+            key = _timer_key(row)
+            if key not in self._heap_keys:
+                heapq.heappush(self._heap, _HeapEntry(row.due_at, next(self._order), row))
+                self._heap_keys.add(key)
+
+    async def _timer_loop(self) -> None:
+        refresh_at = self.clock.now()
+        while True:
+            if self._reload_timers or self.clock.now() >= refresh_at or (
+                not self._heap and self._loaded_until is not None
+            ):
+                self._reload_timers = False
+                try:
+                    await self._load_timers()
+                except StoreError:
+                    log.warning("could not load timers; retrying")
+                refresh_at = self.clock.now() + _TIMER_REFRESH
+            while self._heap and self._heap[0].due <= self.clock.now():
+                entry = heapq.heappop(self._heap)
+                self._inputs.put_nowait(_Input(entry.timer.workflow_id, "timer", timer=entry.timer))
+            self._timers_changed.clear()
+            # Timers written by other coordinators appear on refresh (real time); our own
+            # are pushed as we commit them and wake this loop.
+            await self.clock.wait_until(
+                self._heap[0].due if self._heap else None,
+                self._timers_changed,
+                max_real_wait=_TIMER_REFRESH.total_seconds(),
+            )
+
+    # --- sweeping ------------------------------------------------------------------------
+    async def _sweep_loop(self) -> None:
+        first = True
+        while True:
+            try:
+                if first:
+                    ids = await self.store.workflows_needing_work()
+                    self._stuck.clear()
+                else:
+                    ids = [
+                        i for i in await self.store.workflows_needing_work() if i not in self._stuck
+                    ]
+                    await self._relay()
+                for workflow_id in ids:
+                    self._inputs.put_nowait(_Input(workflow_id, "wake"))
+                first = False
+            except SagaError as exc:
+                log.warning("sweep failed: %s", exc)
+            await asyncio.sleep(self._sweep_interval)
+

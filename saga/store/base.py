@@ -1,0 +1,218 @@
+"""The Store protocol and the records it reads and writes.
+
+Only the coordinator appends history, and only through :meth:`Store.commit`, whose
+every workflow write is fenced by the version it read: the conditional update is what
+keeps two coordinators from advancing one workflow (invariant 5). Clients write new
+workflows and inbox rows (signals, cancel and terminate requests), never history.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from saga.failure import FailureInfo
+from saga.history import HistoryEvent, WorkflowStatus
+from saga.messages import TaskMessage
+
+
+class TimerKind(str, enum.Enum):
+    """What happens when a timer row is due."""
+
+    TIMER = "timer"  # workflow.sleep / asyncio.sleep: TimerFired input
+    RETRY = "retry"  # next attempt of activity `seq`: republish its task
+    SCHEDULE_TO_CLOSE = "schedule_to_close"  # activity `seq` ran out of time: ActivityFailed
+    WORKFLOW_TIMEOUT = "workflow_timeout"  # the whole workflow ran out of time
+
+
+@dataclass
+class WorkflowRecord:
+    """A row of the workflows table."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: WorkflowStatus
+    version: int
+    shard: int
+    input: list[Any]
+    start_time: datetime
+    close_time: datetime | None = None
+    result: Any = None
+    error: FailureInfo | None = None
+    history_length: int = 0
+    stuck_reason: str | None = None
+    trace_context: dict[str, str] = field(default_factory=dict)
+    execution_timeout: float | None = None
+
+
+@dataclass
+class WorkflowPage:
+    """One page of :meth:`Store.list_workflows`; pass ``next_cursor`` to get the next."""
+
+    workflows: list[WorkflowRecord]
+    next_cursor: str | None
+
+
+@dataclass
+class OutboxRow:
+    """A task committed with the command that caused it, until its step is over."""
+
+    message: TaskMessage
+    sent: bool
+
+    @property
+    def key(self) -> tuple[str, int, int]:
+        """(workflow id, seq, attempt): the row's identity."""
+        return (self.message.workflow_id, self.message.seq, self.message.attempt)
+
+
+@dataclass
+class TimerRow:
+    """A durable due time."""
+
+    workflow_id: str
+    run_id: str
+    kind: TimerKind
+    seq: int
+    due_at: datetime
+    attempt: int = 0
+    shard: int = 0
+
+
+@dataclass
+class InboxRow:
+    """Input from a client waiting for the coordinator: a signal, cancel or terminate."""
+
+    id: int
+    workflow_id: str
+    kind: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+@dataclass
+class WorkflowWrite:
+    """Everything one workflow's activation changes, applied atomically with its fence.
+
+    ``expected_version`` is the version the writer's state was built from; the workflow
+    row is updated only if it still has that version, and then gets ``expected_version + 1``.
+    """
+
+    workflow_id: str
+    run_id: str
+    expected_version: int
+    events: list[HistoryEvent] = field(default_factory=list)
+    status: WorkflowStatus | None = None
+    result: Any = None
+    error: FailureInfo | None = None
+    close_time: datetime | None = None
+    stuck_reason: str | None = None
+    clear_stuck: bool = False
+    outbox_add: list[TaskMessage] = field(default_factory=list)
+    outbox_delete_seqs: list[int] = field(default_factory=list)
+    timers_add: list[TimerRow] = field(default_factory=list)
+    timers_delete: list[tuple[TimerKind, int]] = field(default_factory=list)
+    inbox_delete: list[int] = field(default_factory=list)
+
+    @property
+    def closes(self) -> bool:
+        """True when this write gives the workflow a final status."""
+        return self.status is not None and self.status.is_closed
+
+
+@dataclass
+class WriteBatch:
+    """Writes of many workflows committed in one transaction (group commit)."""
+
+    writes: list[WorkflowWrite] = field(default_factory=list)
+    mark_sent: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """Persistence for the coordinator and clients. Implemented in :mod:`saga.store.sql`."""
+
+    url: str
+
+    async def connect(self) -> None:
+        """Open the engine, retrying a few times; raises StoreError if unreachable."""
+
+    async def aclose(self) -> None:
+        """Dispose of the engine; idempotent."""
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest revision (Alembic)."""
+
+    async def create_workflow(self, record: WorkflowRecord) -> None:
+        """Insert a new RUNNING workflow with version 0 and no history.
+
+        A closed workflow with the same id is replaced (its old history stays, under its
+        run id). Raises WorkflowAlreadyStartedError if one is RUNNING.
+        """
+
+    async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
+        """The current run of a workflow, or None."""
+
+    async def load_history(self, workflow_id: str, run_id: str) -> list[HistoryEvent]:
+        """All events of a run, in order."""
+
+    async def commit(self, batch: WriteBatch) -> list[str]:
+        """Apply the batch in one transaction.
+
+        Returns the ids of workflows whose fence failed; when the list is not empty
+        nothing at all was written and the caller retries without those workflows.
+        Closing writes also delete every outbox row and timer of the workflow.
+        """
+
+    async def outbox(self, *, only_unsent: bool, limit: int = 1000) -> list[OutboxRow]:
+        """Outbox rows, oldest first."""
+
+    async def mark_sent(self, keys: Sequence[tuple[str, int, int]]) -> None:
+        """Record that these tasks reached the broker."""
+
+    async def reset_outbox(self) -> int:
+        """Mark every row unsent (after a restart over a non-durable transport)."""
+
+    async def timers_due_before(self, when: datetime, limit: int = 1000) -> list[TimerRow]:
+        """Timers due before ``when``, soonest first."""
+
+    async def add_inbox(self, workflow_id: str, kind: str, payload: dict[str, Any]) -> None:
+        """Queue input for a RUNNING workflow; raises WorkflowNotFoundError otherwise."""
+
+    async def inbox_for(self, workflow_id: str) -> list[InboxRow]:
+        """Pending inbox rows of a workflow, oldest first."""
+
+    async def workflows_needing_work(self, limit: int = 1000) -> list[str]:
+        """RUNNING workflows never activated (version 0), with inbox rows, or stuck."""
+
+    async def list_workflows(
+        self,
+        *,
+        status: WorkflowStatus | None = None,
+        workflow_type: str | None = None,
+        id_prefix: str | None = None,
+        started_after: datetime | None = None,
+        started_before: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+    ) -> WorkflowPage:
+        """Workflows newest first, filtered, paged by an opaque cursor."""
+
+    async def count_by_status(self) -> dict[str, int]:
+        """How many workflows have each status."""
+
+    async def register_workflow_types(self, names: Sequence[str]) -> None:
+        """Record workflow types some coordinator can run (for clients starting by name)."""
+
+    async def known_workflow_types(self) -> list[str]:
+        """Every workflow type ever registered."""
+
+
+def open_store(url: str) -> Store:
+    """Build the store for a database URL (not yet connected)."""
+    from saga.store.sql import SQLStore
+
+    return SQLStore(url)

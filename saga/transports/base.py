@@ -1,0 +1,86 @@
+"""The transport protocol: four verbs, whatever the broker.
+
+Delivery is at least once. A handler that returns acknowledges its message; one that
+raises leaves it to be delivered again; one that raises :class:`Reject` sends it to the
+dead-letter queue with the reason. Messages that do not parse never reach a handler:
+the transport dead-letters them itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from saga.errors import ConfigurationError, SagaError
+from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+
+TaskHandler = Callable[[TaskMessage], Awaitable[None]]
+ResultHandler = Callable[[ResultMessage], Awaitable[None]]
+NoticeHandler = Callable[[WorkflowClosedNotice], Awaitable[None]]
+
+RESULTS_QUEUE = "saga.results"
+TASK_QUEUE_PREFIX = "saga.tasks."
+DEAD_LETTER_QUEUE = "saga.dead-letter"
+
+
+def task_queue_name(queue: str) -> str:
+    """Broker queue name of an activity queue."""
+    return TASK_QUEUE_PREFIX + queue
+
+
+class Reject(SagaError):
+    """Raised by a handler for a message that can never be processed: dead-letter it."""
+
+
+class Subscription(Protocol):
+    """A running consumer."""
+
+    async def cancel(self) -> None:
+        """Stop consuming; unacknowledged messages return to the queue."""
+
+
+class Transport(Protocol):
+    """What coordinator, worker and client need from a broker."""
+
+    durable: bool
+    """True when queued messages survive the death of this process (RabbitMQ), so a
+    restarted coordinator republishes only what the outbox never sent."""
+
+    async def connect(self) -> None:
+        """Open connections; retries with backoff, then raises TransportError."""
+
+    async def aclose(self) -> None:
+        """Close connections; idempotent."""
+
+    async def publish_task(self, task: TaskMessage) -> None:
+        """Send a task; returns once the broker has it (publisher confirm)."""
+
+    async def publish_result(self, result: ResultMessage) -> None:
+        """Send a result (or wake-up) to the coordinators; returns once confirmed."""
+
+    async def publish_notice(self, notice: WorkflowClosedNotice) -> None:
+        """Broadcast a notice to every subscribed client; best effort."""
+
+    async def consume_tasks(
+        self, queues: Sequence[str], handler: TaskHandler, *, prefetch: int
+    ) -> Subscription:
+        """Deliver tasks of the given activity queues, at most ``prefetch`` unacked."""
+
+    async def consume_results(self, handler: ResultHandler, *, prefetch: int) -> Subscription:
+        """Deliver results and wake-ups, at most ``prefetch`` unacked."""
+
+    async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:
+        """Deliver every notice published from now on."""
+
+
+def open_transport(url: str) -> Transport:
+    """Build the transport named by a broker URL (not yet connected)."""
+    if url.startswith("memory://"):
+        from saga.transports.memory import MemoryTransport
+
+        return MemoryTransport.named(url)
+    if url.startswith(("amqp://", "amqps://")):
+        from saga.transports.rabbitmq import RabbitMQTransport
+
+        return RabbitMQTransport(url)
+    raise ConfigurationError(f"unsupported broker URL {url!r}: use amqp://… or memory://")
