@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal
 
 from saga.config import Settings
 from saga.converter import to_json_value
@@ -162,7 +162,7 @@ class WorkflowHandle:
     async def result(self, *, timeout: float | None = None) -> Any:
         """Wait for the workflow to end; its result, or WorkflowFailureError with the cause."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        poll = 0.05
+        poll = 0.25  # close notices wake us at once; polling is only the fallback
         while True:
             waiter = self.client._waiter(self.id)
             rec = await self._record()
@@ -331,7 +331,7 @@ class Client:
             execution_timeout=timeout,
         )
         await self.store.create_workflow(record)
-        await self._wake(workflow_id)
+        await self._wake(workflow_id, "start")
         return WorkflowHandle(self, workflow_id, record.run_id)
 
     def get_workflow_handle(self, workflow_id: str) -> WorkflowHandle:
@@ -362,11 +362,13 @@ class Client:
 
     async def _send(self, workflow_id: str, kind: str, payload: dict[str, Any]) -> None:
         await self.store.add_inbox(workflow_id, kind, payload)
-        await self._wake(workflow_id)
+        await self._wake(workflow_id, "inbox")
 
-    async def _wake(self, workflow_id: str) -> None:
+    async def _wake(self, workflow_id: str, reason: Literal["start", "inbox"]) -> None:
         # Best effort: if this is lost, the coordinator's sweep finds the work anyway.
         try:
-            await self.transport.publish_result(ResultMessage(kind="wake", workflow_id=workflow_id))
+            await self.transport.publish_result(
+                ResultMessage(kind="wake", workflow_id=workflow_id, wake_reason=reason)
+            )
         except Exception:  # noqa: BLE001 - the durable write already happened
             return

@@ -48,6 +48,7 @@ InputKind = Literal["result", "timer", "wake"]
 class _Input:
     workflow_id: str
     kind: InputKind
+    reason: Literal["start", "inbox"] | None = None  # of a wake; None: look at both
     result: ResultMessage | None = None
     timer: TimerRow | None = None
     done: asyncio.Future[None] | None = None
@@ -192,7 +193,7 @@ class Coordinator:
     # --- intake --------------------------------------------------------------------------
     async def _on_message(self, msg: ResultMessage) -> None:
         if msg.kind == "wake":
-            self._inputs.put_nowait(_Input(msg.workflow_id, "wake"))
+            self._inputs.put_nowait(_Input(msg.workflow_id, "wake", reason=msg.wake_reason))
             return
         done = asyncio.get_running_loop().create_future()
         self._inputs.put_nowait(_Input(msg.workflow_id, "result", result=msg, done=done))
@@ -271,9 +272,11 @@ class Coordinator:
             self._heap_keys.discard(_timer_key(item.timer))
             ex.on_timer(item.timer, now)
         else:
-            ex.on_start(now)
-            for row in await self.store.inbox_for(ex.workflow_id):
-                ex.on_inbox(row, now)
+            if item.reason != "inbox":
+                ex.on_start(now)
+            if item.reason != "start":
+                for row in await self.store.inbox_for(ex.workflow_id):
+                    ex.on_inbox(row, now)
 
     async def _load(self, workflow_id: str) -> Execution | None:
         ex = self._cache.get(workflow_id)
@@ -288,7 +291,9 @@ class Coordinator:
             raise SagaError(
                 f"no definition of workflow type {record.workflow_type!r} on this coordinator"
             )
-        events = await self.store.load_history(workflow_id, record.run_id)
+        events = (
+            await self.store.load_history(workflow_id, record.run_id) if record.version else []
+        )
         ex = Execution.restore(record, events, definition)
         ex.version = record.version
         self._cache[workflow_id] = ex

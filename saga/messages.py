@@ -49,8 +49,8 @@ class TaskMessage(_Message):
 class ResultMessage(_Message):
     """What a worker reports about one attempt, or a client's nudge to the coordinator.
 
-    ``kind="wake"`` carries only ``workflow_id``: new input (a start, a signal, a cancel)
-    waits in the database for that workflow.
+    ``kind="wake"`` carries only ``workflow_id`` and ``wake_reason``: new input (a start,
+    or a signal, cancel or terminate in the inbox) waits in the database for that workflow.
     """
 
     kind: Literal["completed", "failed", "wake"]
@@ -64,6 +64,7 @@ class ResultMessage(_Message):
     finished_at: datetime | None = None
     worker: str = ""
     heartbeat_details: list[Any] = []
+    wake_reason: Literal["start", "inbox"] | None = None
 
 
 class WorkflowClosedNotice(_Message):
