@@ -153,7 +153,7 @@ class ActivityError(FailureError):
         self.attempt = attempt
 
 
-class TimeoutKind(str, enum.Enum):
+class TimeoutKind(enum.StrEnum):
     """Which limit ran out."""
 
     START_TO_CLOSE = "START_TO_CLOSE"

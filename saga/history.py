@@ -27,7 +27,7 @@ from saga.retry import RetryPolicy
 HISTORY_FORMAT_VERSION = 1
 
 
-class WorkflowStatus(str, enum.Enum):
+class WorkflowStatus(enum.StrEnum):
     """Where a workflow stands. Every status but RUNNING is final."""
 
     RUNNING = "RUNNING"

@@ -19,7 +19,7 @@ from saga.history import HistoryEvent, WorkflowStatus
 from saga.messages import TaskMessage
 
 
-class TimerKind(str, enum.Enum):
+class TimerKind(enum.StrEnum):
     """What happens when a timer row is due."""
 
     TIMER = "timer"  # workflow.sleep / asyncio.sleep: TimerFired input
