@@ -204,12 +204,15 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]) -> int:
+async def _serve(
+    name: str, start: Callable[[], Awaitable[Any]], stop: Callable[[], Awaitable[Any]]
+) -> int:
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
     await start()
+    print(f"saga {name} ready (pid {os.getpid()})", file=sys.stderr, flush=True)
     try:
         await stopping.wait()
     finally:
@@ -224,7 +227,7 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
     if not workflows:
         raise SagaError(f"--app {args.app!r} defines no workflow")
     coordinator = Coordinator(workflows=workflows, database_url=args.db, broker_url=args.broker)
-    return await _serve(coordinator.start, coordinator.aclose)
+    return await _serve("coordinator", coordinator.start, coordinator.aclose)
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
@@ -235,7 +238,55 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         raise SagaError(f"--app {args.app!r} defines no activity")
     worker = Worker(activities=activities, broker_url=args.broker, queues=args.queue or None,
                     concurrency=args.concurrency)
-    return await _serve(worker.start, worker.aclose)
+    return await _serve("worker", worker.start, worker.aclose)
+
+
+def _rate(text: str) -> tuple[float, float]:
+    rate, _, seconds = text.partition(":")
+    try:
+        return float(rate), float(seconds or "10")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rate wants R or R:SECONDS, not {text!r}") from None
+
+
+async def cmd_bench(args: argparse.Namespace) -> int:
+    from saga.bench import BenchConfig, run_bench
+    from saga.bench.report import render_html
+
+    cfg = BenchConfig(
+        scenario=args.scenario,
+        workflows=args.workflows if args.duration is None or args.workflows_given else None,
+        duration=args.duration,
+        concurrency=args.concurrency,
+        rates=args.rate or [],
+        failure_rate=args.failure_rate,
+        activity_time=args.activity_time,
+        payload_bytes=args.payload_bytes,
+        database_url=args.db,
+        broker_url=args.broker,
+        coordinators=args.coordinators,
+        workers=args.workers,
+        external=args.external,
+        timeout=args.timeout,
+    )
+    report = await run_bench(cfg, show_progress=not args.quiet)
+    if args.json_file:
+        Path(args.json_file).write_text(report.model_dump_json(indent=2))
+    if args.html:
+        Path(args.html).write_text(render_html(report))
+    lat = report.latency_ms
+    print(
+        f"{report.scenario} ({report.mode}): {report.started} sagas in {report.duration_s:.1f}s, "
+        f"{report.workflows_per_s:.1f} sagas/s, {report.steps_per_s:.1f} steps/s; latency ms "
+        f"p50 {lat.p50:.1f} p95 {lat.p95:.1f} p99 {lat.p99:.1f} max {lat.max:.1f}; "
+        f"by status {report.by_status}"
+    )
+    problems = [("lost", report.lost), ("stuck", report.stuck),
+                ("inconsistent", report.inconsistent)]
+    for label, ids in problems:
+        if ids:
+            print(f"saga bench: {len(ids)} {label}: {', '.join(ids[:20])}", file=sys.stderr)
+    return 0 if report.ok else 1
 
 
 async def cmd_demo(args: argparse.Namespace) -> int:
@@ -252,11 +303,12 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="database URL (default: $SAGA_DATABASE_URL)")
-    common.add_argument("--broker", help="broker URL (default: $SAGA_BROKER_URL)")
+    conn = argparse.ArgumentParser(add_help=False)
+    conn.add_argument("--db", help="database URL (default: $SAGA_DATABASE_URL)")
+    conn.add_argument("--broker", help="broker URL (default: $SAGA_BROKER_URL)")
+    conn.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    common = argparse.ArgumentParser(add_help=False, parents=[conn])
     common.add_argument("--json", action="store_true", help="machine-readable output")
-    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser = _Parser(prog="saga", description="Durable sagas on PostgreSQL and RabbitMQ.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -317,6 +369,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("history")
     p.set_defaults(func=cmd_replay)
 
+    p = sub.add_parser("bench", parents=[conn], help="load test (embedded by default)")
+    p.add_argument("--scenario", default="trip-booking",
+                   choices=["noop", "trip-booking", "money-transfer", "timers"])
+    p.add_argument("--workflows", type=int, default=1000)
+    p.add_argument("--duration", type=float, help="seconds to keep starting sagas")
+    p.add_argument("--concurrency", type=int, default=50, help="closed-loop clients")
+    p.add_argument("--rate", type=_rate, action="append",
+                   help="open loop: R sagas/s for SECONDS (R[:SECONDS], repeat for phases)")
+    p.add_argument("--failure-rate", type=float, default=0.0, help="share whose last step fails")
+    p.add_argument("--activity-time", type=float, default=0.0, help="simulated work, seconds")
+    p.add_argument("--payload-bytes", type=int, default=0)
+    p.add_argument("--coordinators", type=int, default=1)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--external", action="store_true", help="drive daemons already running")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds a saga may take")
+    p.add_argument("--json", dest="json_file", metavar="FILE", help="write the report as JSON")
+    p.add_argument("--html", metavar="FILE", help="write a self-contained HTML report")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_bench)
+
     p = sub.add_parser("db", parents=[common], help="database schema")
     p.add_argument("action", choices=["upgrade"])
     p.set_defaults(func=cmd_db_upgrade)
@@ -325,7 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``saga`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.workflows_given = "--workflows" in argv
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
