@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from saga import workflow
+from saga._runtime.instance import compensating
 from saga.activity import is_activity
 from saga.errors import CompensationError
 from saga.retry import RetryPolicy
@@ -34,6 +35,16 @@ COMPENSATION_RETRY_POLICY = RetryPolicy(
     maximum_attempts=0,
 )
 """Default for compensation activities: retry until it works, waits capped at a minute."""
+
+_ACTIVITY_OPTIONS = frozenset(
+    {
+        "queue",
+        "start_to_close_timeout",
+        "schedule_to_close_timeout",
+        "heartbeat_timeout",
+        "retry_policy",
+    }
+)
 
 
 @dataclass
@@ -73,7 +84,22 @@ class Saga:
         ``activity_options`` are those of ``workflow.execute_activity`` (queue, timeouts,
         retry_policy). Register before the forward call when its outcome may be unknown
         (a timeout): the compensation must then be harmless if the step never happened.
+
+        Raises:
+            TypeError: An option ``execute_activity`` does not know, or options given
+                with a workflow function (they would be silently ignored).
         """
+        unknown = sorted(set(activity_options) - _ACTIVITY_OPTIONS)
+        if unknown:
+            raise TypeError(
+                f"add_compensation() got unknown option(s) {', '.join(unknown)}; "
+                f"expected some of {', '.join(sorted(_ACTIVITY_OPTIONS))}"
+            )
+        if activity_options and not is_activity(fn):
+            raise TypeError(
+                f"add_compensation(): {getattr(fn, '__qualname__', fn)!r} is not an activity, "
+                "so activity options do not apply to it"
+            )
         self._compensations.append(_Compensation(fn, args, activity_options))
 
     async def compensate(self) -> None:
@@ -105,8 +131,13 @@ class Saga:
             raise asyncio.CancelledError("workflow cancelled during compensation")
 
     async def _run(self, pending: list[_Compensation]) -> list[BaseException]:
+        # This task's own context: whatever it schedules, directly or through a workflow
+        # function, is recorded as a compensation step.
+        compensating.set(True)
         if self.parallel_compensation:
-            outcomes = await asyncio.gather(*(self._one(c) for c in pending), return_exceptions=True)
+            outcomes = await asyncio.gather(
+                *(self._one(c) for c in pending), return_exceptions=True
+            )
             return [o for o in outcomes if isinstance(o, Exception)]
         failures: list[BaseException] = []
         for comp in pending:

@@ -35,7 +35,9 @@ class Bank:
     balances: dict[str, int] = field(default_factory=lambda: {"alice": 100, "bob": 0})
     applied: set[str] = field(default_factory=set)
     deposit_outage: int = 0
-    calls: dict[str, int] = field(default_factory=lambda: {"withdraw": 0, "deposit": 0, "refund": 0})
+    calls: dict[str, int] = field(
+        default_factory=lambda: {"withdraw": 0, "deposit": 0, "refund": 0}
+    )
 
     def _account(self, name: str) -> None:
         if name not in self.balances:
