@@ -1,7 +1,8 @@
 """Fake car, hotel and flight services, each deduplicating by idempotency key.
 
 Each service keeps its reservations in memory (one per worker process); a test reads
-``services`` to check that every reservation was cancelled exactly once.
+``services`` to check that every reservation was cancelled exactly once. Cancellations
+are deduplicated too: a task delivered twice (at-least-once) must not cancel twice.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ class Service:
     by_key: dict[str, str] = field(default_factory=dict)
     active: dict[str, str] = field(default_factory=dict)
     cancellations: Counter[str] = field(default_factory=Counter)
+    cancelled_keys: set[str] = field(default_factory=set)
     calls: int = 0
 
     def reserve(self, key: str, name: str, fail: bool) -> str:
@@ -46,7 +48,10 @@ class Service:
             self.active[reservation] = name
         return self.by_key[key]
 
-    def cancel(self, reservation: str) -> None:
+    def cancel(self, key: str, reservation: str) -> None:
+        if key in self.cancelled_keys:  # a redelivered cancellation cancels nothing new
+            return
+        self.cancelled_keys.add(key)
         self.cancellations[reservation] += 1
         self.active.pop(reservation, None)
 
@@ -71,7 +76,7 @@ async def reserve_car(trip: TripRequest) -> str:
 
 @activity.defn(queue="cars")
 async def cancel_car(reservation_id: str) -> None:
-    services.car.cancel(reservation_id)
+    services.car.cancel(activity.info().idempotency_key, reservation_id)
 
 
 @activity.defn(queue="hotels")
@@ -82,7 +87,7 @@ async def book_hotel(trip: TripRequest) -> str:
 
 @activity.defn(queue="hotels")
 async def cancel_hotel(reservation_id: str) -> None:
-    services.hotel.cancel(reservation_id)
+    services.hotel.cancel(activity.info().idempotency_key, reservation_id)
 
 
 @activity.defn(queue="flights")
@@ -93,7 +98,7 @@ async def book_flight(trip: TripRequest) -> str:
 
 @activity.defn(queue="flights")
 async def cancel_flight(reservation_id: str) -> None:
-    services.flight.cancel(reservation_id)
+    services.flight.cancel(activity.info().idempotency_key, reservation_id)
 
 
 ACTIVITIES = [reserve_car, cancel_car, book_hotel, cancel_hotel, book_flight, cancel_flight]

@@ -1,0 +1,1 @@
+"""Internals of the failure explorer (:mod:`saga.explore`)."""
