@@ -40,10 +40,17 @@ def to_json_value(value: Any, hint: Any = Any) -> JSON:
     """Dump ``value`` as JSON-shaped data according to ``hint``."""
     try:
         if hint is Any or hint is inspect.Parameter.empty:
-            return to_jsonable_python(value)
-        return _adapter_for(hint).dump_python(value, mode="json")
-    except Exception as exc:  # pydantic raises several unrelated types here
+            data = to_jsonable_python(value)
+        else:
+            # No serializer warnings: whether a value fits its hint is decided by
+            # validation on the reading side, whatever the process's warning filters say.
+            data = _adapter_for(hint).dump_python(value, mode="json", warnings=False)
+        # Refuse here what the stores and transports cannot write (integers beyond
+        # 64 bits, lone surrogates): later it would fail a commit, again and again.
+        orjson.dumps(data)
+    except Exception as exc:  # pydantic and orjson raise several unrelated types here
         raise PayloadError(f"cannot convert {type(value).__name__} to JSON: {exc}") from exc
+    return data
 
 
 def from_json_value(data: JSON, hint: Any = Any) -> Any:
@@ -114,10 +121,22 @@ class Signature:
     def encode_args(self, args: Sequence[Any]) -> list[JSON]:
         """Dump positional arguments by their declared hints."""
         self.check_arity(len(args))
-        try:
-            return [to_json_value(a, self._hint_at(i)) for i, a in enumerate(args)]
-        except PayloadError as exc:
-            raise InvalidArgumentsError(self.name, str(exc)) from exc
+        out = []
+        for i, arg in enumerate(args):
+            try:
+                out.append(to_json_value(arg, self._hint_at(i)))
+            except PayloadError as exc:
+                raise InvalidArgumentsError(
+                    self.name, f"argument {self._param_name(i)!r}: {exc}"
+                ) from exc
+        return out
+
+    def _param_name(self, index: int) -> str:
+        if index < len(self.params):
+            return self.params[index].name
+        if self.params and self.params[-1].kind is inspect.Parameter.VAR_POSITIONAL:
+            return self.params[-1].name
+        return f"#{index}"
 
     def decode_args(self, data: Sequence[JSON]) -> list[Any]:
         """Validate positional JSON arguments into their declared types."""
@@ -127,8 +146,9 @@ class Signature:
             try:
                 out.append(from_json_value(item, self._hint_at(i)))
             except PayloadError as exc:
-                pname = self.params[i].name if i < len(self.params) else f"#{i}"
-                raise InvalidArgumentsError(self.name, f"argument {pname!r}: {exc}") from exc
+                raise InvalidArgumentsError(
+                    self.name, f"argument {self._param_name(i)!r}: {exc}"
+                ) from exc
         return out
 
     def encode_result(self, value: Any) -> JSON:

@@ -36,5 +36,4 @@ def replay_history(workflows: Sequence[Any], workflow_id: str, events: list[Hist
         input=started.args,
         start_time=events[0].timestamp,
     )
-    execution = Execution.restore(record, events, definition)
-    execution.instance.dispose()
+    Execution.restore(record, events, definition).instance.dispose()

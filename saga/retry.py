@@ -45,8 +45,15 @@ class RetryPolicy(BaseModel):
 
     def backoff(self, attempt: int) -> timedelta:
         """Wait after failed attempt number ``attempt`` (1-based) before the next one."""
-        seconds = self.initial_interval.total_seconds() * self.backoff_coefficient ** (attempt - 1)
-        return min(timedelta(seconds=seconds), self.effective_maximum_interval)
+        cap = self.effective_maximum_interval
+        try:
+            seconds = self.initial_interval.total_seconds() * self.backoff_coefficient ** (
+                attempt - 1
+            )
+        except OverflowError:  # a long outage with unlimited attempts: far past the cap
+            return cap
+        # Compare as floats: past ~2**47 s the wait no longer fits in a timedelta.
+        return cap if seconds >= cap.total_seconds() else timedelta(seconds=seconds)
 
     def allows_retry(self, attempt: int, error_type: str, non_retryable: bool) -> bool:
         """Whether a failure of ``attempt`` with this error type may be retried."""

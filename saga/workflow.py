@@ -124,9 +124,18 @@ def defn(target: Any = None, *, name: str | None = None) -> Any:
     return wrap(target) if target is not None else wrap
 
 
+def _members(cls: type) -> dict[str, Any]:
+    """Attributes of ``cls`` and its bases, a subclass's overriding its bases' by name."""
+    members: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__[:-1]):  # object has nothing of ours
+        members.update(vars(klass))
+    return members
+
+
 def _class_definition(cls: type, name: str | None) -> WorkflowDefinition:
+    members = _members(cls)  # handlers may be inherited from a base class
     run_fns = [
-        m for m in vars(cls).values() if callable(m) and getattr(m, "__saga_run__", False)
+        m for m in members.values() if callable(m) and getattr(m, "__saga_run__", False)
     ]
     if len(run_fns) != 1:
         raise TypeError(f"workflow class {cls.__name__} needs exactly one @workflow.run method")
@@ -134,7 +143,7 @@ def _class_definition(cls: type, name: str | None) -> WorkflowDefinition:
     if not inspect.iscoroutinefunction(run_fn):
         raise TypeError(f"{cls.__name__}.{run_fn.__name__} must be async")
     signals, queries = {}, {}
-    for member in vars(cls).values():
+    for member in members.values():
         if not callable(member):
             continue
         if sig_name := getattr(member, "__saga_signal__", None):
@@ -170,6 +179,8 @@ def _instance() -> WorkflowInstance:
         loop = None
     if not isinstance(loop, WorkflowLoop):
         raise SagaError("this function can only be called from workflow code")
+    if loop.is_closed():
+        raise SagaError("this workflow instance was disposed; its code cannot go on")
     return loop.instance
 
 

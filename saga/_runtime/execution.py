@@ -9,6 +9,7 @@ which the coordinator commits (fenced by ``version``) for many workflows at once
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,14 +24,22 @@ from saga.history import (
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
+    ChildWorkflowCancelRequested,
+    ChildWorkflowCompleted,
+    ChildWorkflowFailed,
+    ChildWorkflowInitiated,
+    ChildWorkflowStarted,
+    ChildWorkflowStartFailed,
     EventAttributes,
     HistoryEvent,
+    ParentInfo,
     TimerCancelled,
     TimerFired,
     TimerStarted,
     WorkflowCancelled,
     WorkflowCancelRequested,
     WorkflowCompleted,
+    WorkflowContinuedAsNew,
     WorkflowFailed,
     WorkflowSignaled,
     WorkflowStarted,
@@ -53,8 +62,54 @@ class ActivityState:
     heartbeat_details: list[Any] = field(default_factory=list)
 
 
+@dataclass
+class ChildState:
+    """A child workflow this run started and has not heard the end of."""
+
+    command: ChildWorkflowInitiated
+    started: bool = False
+    cancel_requested: bool = False
+
+
+Outcome = tuple[WorkflowStatus, Any, FailureInfo | None]
+"""How a run ended: status, result, error."""
+
+
+def _outcome_of(a: EventAttributes) -> Outcome | None:
+    """The outcome a closing event records (None for any other event)."""
+    if isinstance(a, WorkflowCompleted):
+        return WorkflowStatus.COMPLETED, a.result, None
+    if isinstance(a, WorkflowFailed):
+        return a.status, None, a.failure
+    if isinstance(a, WorkflowCancelled):
+        error = to_failure(errors.CancelledError("workflow cancelled"), with_stack=False)
+        return WorkflowStatus.CANCELLED, None, error
+    if isinstance(a, WorkflowTerminated):
+        error = to_failure(errors.TerminatedError(a.reason or "terminated"), with_stack=False)
+        return WorkflowStatus.TERMINATED, None, error
+    if isinstance(a, WorkflowTimedOut):
+        error = to_failure(
+            errors.TimeoutError(
+                "workflow execution timeout", kind=errors.TimeoutKind.WORKFLOW_EXECUTION
+            ),
+            with_stack=False,
+        )
+        return WorkflowStatus.TIMED_OUT, None, error
+    if isinstance(a, WorkflowContinuedAsNew):
+        return WorkflowStatus.CONTINUED_AS_NEW, None, None
+    return None
+
+
 class Execution:
-    """Engine state of one workflow run, advanced input by input."""
+    """Engine state of one workflow run, advanced input by input.
+
+    Children: a ``ChildWorkflowInitiated`` command leaves a CHILD_START timer (due now)
+    and a ``ChildWorkflowCancelRequested`` a CHILD_CANCEL one; the coordinator acts on
+    them after the commit (create the child, put a cancel in its inbox), so what the
+    code decided is done even across a crash. A child's own end is in two steps: its
+    closing events commit with a PARENT timer while its row stays RUNNING; when that
+    fires the outcome goes to the parent's inbox and only then does the row close.
+    """
 
     def __init__(self, record: WorkflowRecord, definition: WorkflowDefinition) -> None:
         self.record = record
@@ -69,6 +124,13 @@ class Execution:
         self.closed = False
         self.inbox_applied: set[int] = set()
         self.pending: WorkflowWrite | None = None
+        self.children: dict[int, ChildState] = {}
+        self.parent: ParentInfo | None = None
+        self.outcome: Outcome | None = None
+        """How this run ended, once it did (from its closing event)."""
+        self.parent_notified = False
+        self.continued: WorkflowRecord | None = None
+        """The next run, when this one continued as new (created by the commit)."""
 
     # --- rebuilding from history ---------------------------------------------------
     @classmethod
@@ -77,6 +139,14 @@ class Execution:
     ) -> Execution:
         """Replay ``events`` into a fresh execution; raises NondeterminismError on mismatch."""
         ex = cls(record, definition)
+        try:
+            ex._replay(events)
+        except BaseException:
+            ex.instance.dispose()  # never leave its coroutines to the garbage collector
+            raise
+        return ex
+
+    def _replay(self, events: list[HistoryEvent]) -> None:
         i, n = 0, len(events)
         while i < n:
             event = events[i]
@@ -84,21 +154,21 @@ class Execution:
             if event.attributes.kind == "input":
                 while j < n and events[j].attributes.kind != "input":
                     j += 1
-                ex._note(event)
+                self._note(event)
                 recorded = [e for e in events[i + 1 : j] if e.attributes.kind == "command"]
-                ex.instance.activate(event, recorded)
+                self.instance.activate(event, recorded)
                 for later in events[i + 1 : j]:
-                    ex._note(later)
+                    self._note(later)
             else:
-                ex._note(event)
+                self._note(event)
             i = j
-        ex.next_event_id = n + 1
-        return ex
+        self.next_event_id = n + 1
 
     def _note(self, event: HistoryEvent) -> None:
         a = event.attributes
         if isinstance(a, WorkflowStarted):
             self.started = True
+            self.parent = a.parent
         elif isinstance(a, ActivityScheduled):
             self.activities[a.seq] = ActivityState(a, event.timestamp)
         elif isinstance(a, ActivityAttemptFailed):
@@ -111,8 +181,19 @@ class Execution:
             self.timers.add(a.seq)
         elif isinstance(a, TimerFired | TimerCancelled):
             self.timers.discard(a.seq)
+        elif isinstance(a, ChildWorkflowInitiated):
+            self.children[a.seq] = ChildState(a)
+        elif isinstance(a, ChildWorkflowStarted):
+            if (child := self.children.get(a.seq)) is not None:
+                child.started = True
+        elif isinstance(a, ChildWorkflowCancelRequested):
+            if (child := self.children.get(a.seq)) is not None:
+                child.cancel_requested = True
+        elif isinstance(a, ChildWorkflowStartFailed | ChildWorkflowCompleted | ChildWorkflowFailed):
+            self.children.pop(a.seq, None)
         elif isinstance(a, CLOSING_EVENTS):
             self.closed = True
+            self.outcome = _outcome_of(a)
 
     # --- writing -----------------------------------------------------------------------
     def _write(self) -> WorkflowWrite:
@@ -157,6 +238,12 @@ class Execution:
             write.timers_add.append(self._timer(TimerKind.TIMER, a.seq, a.fire_at))
         elif isinstance(a, TimerCancelled):
             self._drop_timer(TimerKind.TIMER, a.seq)
+        elif isinstance(a, ChildWorkflowInitiated):
+            write.timers_add.append(self._timer(TimerKind.CHILD_START, a.seq, now))
+        elif isinstance(a, ChildWorkflowCancelRequested):
+            write.timers_add.append(self._timer(TimerKind.CHILD_CANCEL, a.seq, now))
+        elif isinstance(a, WorkflowContinuedAsNew):
+            self._continue_as_new(a, now)
         elif isinstance(a, WorkflowCompleted):
             self._close(WorkflowStatus.COMPLETED, now, result=a.result)
         elif isinstance(a, WorkflowFailed):
@@ -169,9 +256,74 @@ class Execution:
         self, status: WorkflowStatus, now: datetime, *, result: Any = None,
         error: FailureInfo | None = None,
     ) -> None:
+        self.closed = True
+        self.outcome = (status, result, error)
+        if self.parent is not None and status is not WorkflowStatus.CONTINUED_AS_NEW:
+            self._close_child_run(now)
+            return
         write = self._write()
         write.status, write.result, write.error, write.close_time = status, result, error, now
-        self.closed = True
+
+    def _close_child_run(self, now: datetime) -> None:
+        """First step of a child's end: no more work of its own, a PARENT timer due now."""
+        for seq in list(self.activities):
+            self._end_step(seq)
+        for seq in list(self.timers):
+            self._drop_timer(TimerKind.TIMER, seq)
+        for seq in self.children:
+            self._drop_timer(TimerKind.CHILD_START, seq)
+            self._drop_timer(TimerKind.CHILD_CANCEL, seq)
+        self._drop_timer(TimerKind.WORKFLOW_TIMEOUT, 0)
+        self._write().timers_add.append(self._timer(TimerKind.PARENT, 0, now))
+
+    def parent_payload(self) -> dict[str, Any]:
+        """The ``child_result`` inbox row for the parent of this (closed) child run."""
+        assert self.parent is not None and self.outcome is not None
+        status, result, error = self.outcome
+        return {
+            "seq": self.parent.seq,
+            "parent_run_id": self.parent.run_id,
+            "workflow_id": self.workflow_id,
+            "run_id": self.run_id,
+            "status": status.value,
+            "result": result,
+            "failure": None if error is None else error.model_dump(mode="json"),
+        }
+
+    def finish_close(self, now: datetime) -> None:
+        """Second step of a child's end (its parent has the outcome): close the row."""
+        assert self.outcome is not None
+        self.parent_notified = True
+        write = self._write()
+        status, write.result, write.error = self.outcome
+        write.status, write.close_time = status, now
+        write.timers_delete.append((TimerKind.PARENT, 0))
+
+    def _continue_as_new(self, a: WorkflowContinuedAsNew, now: datetime) -> None:
+        rec = self.record
+        timeout = rec.execution_timeout
+        if timeout is not None:  # the execution timeout spans every run
+            deadline = rec.start_time + timedelta(seconds=timeout)
+            timeout = max(0.0, (deadline - now).total_seconds())
+        self.continued = WorkflowRecord(
+            workflow_id=self.workflow_id,
+            run_id=a.new_run_id,
+            workflow_type=rec.workflow_type,
+            status=WorkflowStatus.RUNNING,
+            version=0,
+            shard=rec.shard,
+            input=a.args,
+            start_time=now,
+            trace_context=rec.trace_context,
+            execution_timeout=timeout,
+        )
+        self._close(WorkflowStatus.CONTINUED_AS_NEW, now)
+
+    def continued_inbox(self) -> list[tuple[str, dict[str, Any]]]:
+        """Inbox rows the next run starts with: the link to a parent, if any."""
+        if self.parent is None:
+            return []
+        return [("parent", self.parent.model_dump(mode="json"))]
 
     def _task(self, state: ActivityState) -> TaskMessage:
         c = state.command
@@ -213,10 +365,16 @@ class Execution:
         self._drop_timer(TimerKind.SCHEDULE_TO_CLOSE, seq)
 
     # --- inputs ------------------------------------------------------------------------
-    def on_start(self, now: datetime) -> None:
-        """Record WorkflowStarted and run the code until it first blocks."""
+    def on_start(self, now: datetime, inbox: Sequence[InboxRow] = ()) -> None:
+        """Record WorkflowStarted and run the code until it first blocks.
+
+        A ``parent`` row among the workflow's first ``inbox`` rows makes it a child.
+        """
         if self.started or self.closed:
             return
+        for row in inbox:
+            if row.kind == "parent":
+                self.parent = ParentInfo.model_validate(row.payload)
         rec = self.record
         if rec.execution_timeout is not None:
             due = rec.start_time + timedelta(seconds=rec.execution_timeout)
@@ -228,6 +386,7 @@ class Execution:
                 run_id=rec.run_id,
                 trace_context=rec.trace_context,
                 execution_timeout=rec.execution_timeout,
+                parent=self.parent,
             ),
             max(now, rec.start_time),
         )
@@ -275,6 +434,8 @@ class Execution:
 
     def on_timer(self, timer: TimerRow, now: datetime) -> bool:
         """A durable timer is due; False when it no longer matters."""
+        if timer.kind in (TimerKind.CHILD_START, TimerKind.CHILD_CANCEL, TimerKind.PARENT):
+            return False  # work outside this run (other workflows): the coordinator's
         if self.closed or timer.run_id != self.run_id:
             return False
         if timer.kind is TimerKind.TIMER:
@@ -317,8 +478,8 @@ class Execution:
 
     def on_inbox(self, row: InboxRow, now: datetime) -> bool:
         """Apply a client's signal, cancel or terminate request (or a stashed result)."""
-        if row.id in self.inbox_applied:
-            return False
+        if row.id in self.inbox_applied or self.continued is not None:
+            return False  # after a continue-as-new, what is left is for the next run
         self.inbox_applied.add(row.id)
         self._write().inbox_delete.append(row.id)
         if self.closed:
@@ -331,9 +492,74 @@ class Execution:
             )
         elif row.kind == "cancel":
             self._input(WorkflowCancelRequested(reason=row.payload.get("reason", "")), now)
+        elif row.kind == "child_result":
+            self._child_result(row.payload, now)
         elif row.kind == "terminate":
             reason = row.payload.get("reason", "")
             self._append(WorkflowTerminated(reason=reason), now)
             failure = to_failure(errors.TerminatedError(reason or "terminated"), with_stack=False)
             self._close(WorkflowStatus.TERMINATED, now, error=failure)
         return True
+
+    # --- children ----------------------------------------------------------------------
+    def on_child_started(self, seq: int, now: datetime) -> None:
+        """The coordinator created the child of ``seq`` (or found it created)."""
+        child = self.children.get(seq)
+        self._drop_timer(TimerKind.CHILD_START, seq)
+        if self.closed or child is None or child.started:
+            return
+        c = child.command
+        self._input(ChildWorkflowStarted(seq=seq, workflow_id=c.workflow_id, run_id=c.run_id), now)
+
+    def on_child_start_failed(self, seq: int, reason: str, now: datetime) -> None:
+        """The child's id is taken by another running workflow."""
+        child = self.children.get(seq)
+        self._drop_timer(TimerKind.CHILD_START, seq)
+        if self.closed or child is None or child.started:
+            return
+        self._input(
+            ChildWorkflowStartFailed(seq=seq, workflow_id=child.command.workflow_id, reason=reason),
+            now,
+        )
+
+    def drop_timer(self, kind: TimerKind, seq: int) -> None:
+        """Forget a timer the coordinator has dealt with."""
+        self._drop_timer(kind, seq)
+
+    def _child_result(self, p: dict[str, Any], now: datetime) -> None:
+        seq = int(p.get("seq", 0))
+        child = self.children.get(seq)
+        if (
+            p.get("parent_run_id") != self.run_id
+            or child is None
+            or child.command.workflow_id != p.get("workflow_id")
+        ):
+            return  # a duplicate, or meant for an earlier run
+        run_id = str(p.get("run_id") or child.command.run_id)
+        if not child.started:  # the outcome overtook the start (a crash in between)
+            self.on_child_started(seq, now)
+            if self.closed:
+                return
+        status = WorkflowStatus(p["status"])
+        if status is WorkflowStatus.COMPLETED:
+            self._input(
+                ChildWorkflowCompleted(
+                    seq=seq, workflow_id=child.command.workflow_id, run_id=run_id,
+                    result=p.get("result"),
+                ),
+                now,
+            )
+            return
+        raw = p.get("failure")
+        failure = (
+            FailureInfo.model_validate(raw)
+            if raw is not None
+            else FailureInfo(message=f"child ended {status.value}", type="ChildWorkflowError")
+        )
+        self._input(
+            ChildWorkflowFailed(
+                seq=seq, workflow_id=child.command.workflow_id, run_id=run_id, status=status,
+                failure=failure,
+            ),
+            now,
+        )

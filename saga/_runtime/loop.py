@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextvars
 import logging
+import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -48,6 +49,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self.instance = instance
         self._ready: collections.deque[asyncio.Handle] = collections.deque()
         self._closed = False
+        self.tasks: weakref.WeakSet[asyncio.Task[Any]] = weakref.WeakSet()
 
     # --- driving -------------------------------------------------------------------
     def run_until_idle(self) -> None:
@@ -69,6 +71,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
+        self._check_closed()
         handle = asyncio.Handle(callback, args, self, context)
         self._ready.append(handle)
         return handle
@@ -88,6 +91,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         *args: Any,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
+        self._check_closed()
         handle = _DurableTimerHandle(self.time() + delay, callback, args, self, context)
         handle.seq = self.instance.start_timer(max(0.0, delay), handle)
         return handle
@@ -104,6 +108,11 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def time(self) -> float:
         return self.instance.now().timestamp()
 
+    def _timer_handle_cancelled(self, handle: asyncio.TimerHandle) -> None:
+        # TimerHandle.cancel() reports here; durable timers are dropped by the handle
+        # itself (TimerCancelled), and there is no scheduler heap to clean up.
+        return None
+
     def create_future(self) -> asyncio.Future[Any]:
         return asyncio.Future(loop=self)
 
@@ -114,7 +123,9 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
-        return asyncio.Task(coro, loop=self, name=name, context=context)
+        task = asyncio.Task(coro, loop=self, name=name, context=context)
+        self.tasks.add(task)
+        return task
 
     # --- state ----------------------------------------------------------------------
     def get_debug(self) -> bool:
@@ -129,6 +140,10 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def close(self) -> None:
         self._closed = True
         self._ready.clear()
+
+    def _check_closed(self) -> None:
+        if self._closed:
+            raise RuntimeError("the workflow instance was disposed; its code cannot go on")
 
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         # Called for errors nobody retrieved, possibly from __del__ at an arbitrary
