@@ -147,3 +147,31 @@ async def test_a_restarted_coordinator_continues_the_trace_without_repeating_spa
     (start_second,) = names["StartActivity:second"]
     assert {a.parent.span_id for a in names["RunActivity:second"]} == {
         start_second.context.span_id}
+
+
+@pytest.mark.integration
+async def test_dead_lettered_messages_are_counted(telemetry, broker_url, clean_broker, tmp_path):
+    import aio_pika
+
+    from saga.coordinator import Coordinator
+    from saga.store.base import open_store
+    from saga.transports.base import RESULTS_QUEUE
+    from saga.transports.rabbitmq import RabbitMQTransport
+
+    tel, _, reader = telemetry
+    transport = RabbitMQTransport(broker_url)
+    coordinator = Coordinator(
+        workflows=[TwoSteps], store=open_store(f"sqlite+aiosqlite:///{tmp_path / 'dl.db'}"),
+        transport=transport, telemetry=tel, migrate=True,
+    )
+    async with coordinator:
+        connection = await aio_pika.connect(broker_url)
+        async with connection:
+            channel = await connection.channel()
+            await channel.default_exchange.publish(
+                aio_pika.Message(b"{not json"), routing_key=RESULTS_QUEUE)
+        async with asyncio.timeout(30):
+            while transport.dead_lettered < 1:
+                await asyncio.sleep(0.05)
+        points = _metric_points(reader)
+    assert [v for _, v in points["saga.messages.dead_lettered"]] == [1]
