@@ -26,6 +26,9 @@ class TimerKind(enum.StrEnum):
     RETRY = "retry"  # next attempt of activity `seq`: republish its task
     SCHEDULE_TO_CLOSE = "schedule_to_close"  # activity `seq` ran out of time: ActivityFailed
     WORKFLOW_TIMEOUT = "workflow_timeout"  # the whole workflow ran out of time
+    CHILD_START = "child_start"  # create child `seq` (due at once; done after the commit)
+    CHILD_CANCEL = "child_cancel"  # ask child `seq` to cancel (due at once)
+    PARENT = "parent"  # this child run ended: tell its parent, then close the row
 
 
 @dataclass
@@ -151,6 +154,29 @@ class Store(Protocol):
 
         A closed workflow with the same id is replaced (its old history stays, under its
         run id). Raises WorkflowAlreadyStartedError if one is RUNNING.
+        """
+
+    async def create_workflow_with_inbox(
+        self, record: WorkflowRecord, inbox: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """Create a workflow as :meth:`create_workflow` does, with its first inbox rows.
+
+        Both in one transaction; ``inbox`` holds (kind, payload) pairs. Used by
+        signal-with-start, and for a child's link to its parent.
+        """
+
+    async def continue_as_new(
+        self,
+        write: WorkflowWrite,
+        record: WorkflowRecord,
+        inbox: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> list[str]:
+        """End a run and start the next under the same workflow id, in one transaction.
+
+        ``write`` is the old run's fenced closing write (status CONTINUED_AS_NEW);
+        ``record`` the new run, inserted as :meth:`create_workflow` does, except that
+        inbox rows the old run did not apply stay for the new one; ``inbox`` rows are
+        added. Returns the workflow id if the fence failed (then nothing was written).
         """
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:

@@ -1,8 +1,11 @@
-"""SQLStore: the Store protocol on SQLAlchemy Core, for SQLite and PostgreSQL.
+"""SQLStore: the Store protocol for SQLite and PostgreSQL.
 
-Core rather than the ORM because :meth:`SQLStore.commit` is the hot path of every step:
-one transaction holding a fenced UPDATE per workflow and then one executemany per table,
-with nothing to track, flush or refresh.
+SQLAlchemy Core writes the statements (:mod:`saga.store._query` compiles each once per
+dialect and runs it on the raw driver); each operation is a *body* of those statements
+that the database runs whole: on SQLite synchronously, in one transaction, without
+leaving the event loop; on PostgreSQL on one pooled connection, in autocommit unless
+its statements must commit together. The group commit, the hot path of every step,
+lives in :mod:`saga.store._commit`.
 
 Example::
 
@@ -16,26 +19,27 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
 from sqlalchemy import (
-    Executable,
+    ClauseElement,
     Integer,
-    Row,
     String,
+    Table,
     bindparam,
     delete,
     exists,
     func,
     insert,
-    literal,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import ReturningInsert
 
 from saga.converter import dumps, loads
 from saga.errors import (
@@ -45,7 +49,9 @@ from saga.errors import (
 from saga.failure import FailureInfo
 from saga.history import HistoryEvent, WorkflowStatus
 from saga.messages import TaskMessage
-from saga.store._engine import Database
+from saga.store._commit import MARK_SENT, Conflicts, commit_batch, sent_key
+from saga.store._engine import Tx, open_database
+from saga.store._query import Query
 from saga.store.base import (
     InboxRow,
     OutboxRow,
@@ -68,36 +74,103 @@ from saga.store.tables import (
 )
 
 _RUNNING = WorkflowStatus.RUNNING.value
+_WF = workflows.c
+_ID = bindparam("b_workflow_id", type_=String())
+_LIMIT = bindparam("b_limit", type_=Integer())
 
-# commit() runs only these prebuilt statements, so SQLAlchemy never rebuilds or recompiles
-# one on the hot path. Bind names start with b_ so they never clash with column names.
-_INSERT_EVENTS = insert(history_events)
-_INSERT_OUTBOX = insert(outbox)  # plain inserts: SQLAlchemy 2.0 cannot cache dialect upserts
-_INSERT_TIMERS = insert(timers)
-_DELETE_CLOSED_OUTBOX = delete(outbox).where(
-    outbox.c.workflow_id.in_(bindparam("b_ids", expanding=True))
-)
-_DELETE_CLOSED_TIMERS = delete(timers).where(
-    timers.c.workflow_id.in_(bindparam("b_ids", expanding=True))
-)
-_DELETE_INBOX = delete(inbox).where(inbox.c.id.in_(bindparam("b_ids", expanding=True)))
-_DELETE_OUTBOX_SEQ = delete(outbox).where(
-    outbox.c.workflow_id == bindparam("b_workflow_id"), outbox.c.seq == bindparam("b_seq")
-)
-_DELETE_TIMER = delete(timers).where(
-    timers.c.workflow_id == bindparam("b_workflow_id"),
-    timers.c.kind == bindparam("b_kind"),
-    timers.c.seq == bindparam("b_seq"),
-)
-_MARK_SENT = (
-    update(outbox)
-    .where(
-        outbox.c.workflow_id == bindparam("b_workflow_id"),
-        outbox.c.seq == bindparam("b_seq"),
-        outbox.c.attempt == bindparam("b_attempt"),
+
+def _insert(dialect: str) -> Callable[[Table], postgresql.Insert | sqlite.Insert]:
+    """INSERT with ON CONFLICT clauses, which both dialects spell the same."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
+
+
+def _upsert_workflow(dialect: str) -> ReturningInsert[Any]:
+    # The conflict branch only fires when the existing row is closed.
+    new = _insert(dialect)(workflows)
+    return new.on_conflict_do_update(
+        index_elements=[_WF.workflow_id],
+        set_={c.name: new.excluded[c.name] for c in workflows.c if c.name != "workflow_id"},
+        where=_WF.status != _RUNNING,
+    ).returning(_WF.workflow_id)
+
+
+def _start_workflow(dialect: str) -> ClauseElement:
+    """PostgreSQL: the upsert and the clearing of the old run's inbox in one statement.
+
+    Data-modifying CTEs share one snapshot and commit together, so in autocommit this
+    is one round trip where a transaction would take four.
+    """
+    started = _upsert_workflow(dialect).cte("started")
+    cleared = (
+        delete(inbox)
+        .where(inbox.c.workflow_id == _ID, exists(select(started.c.workflow_id)))
+        .cte("cleared")
     )
-    .values(sent=True)
+    return select(started.c.workflow_id).add_cte(cleared)
+
+
+# Every statement is built once here; bind names start with b_ so they never clash with
+# column names (an INSERT's parameters are named after its columns).
+_CREATE_WORKFLOW = Query(_upsert_workflow)
+_START_WORKFLOW = Query(_start_workflow)  # PostgreSQL only
+_GET_WORKFLOW = Query(select(workflows).where(_WF.workflow_id == _ID))
+_RUN_ID_OF = Query(select(_WF.run_id).where(_WF.workflow_id == _ID))
+_STATUS_OF = Query(select(_WF.status).where(_WF.workflow_id == _ID))
+_DELETE_INBOX_OF = Query(delete(inbox).where(inbox.c.workflow_id == _ID))
+_LOAD_HISTORY = Query(
+    select(
+        history_events.c.event_id,
+        history_events.c.type,
+        history_events.c.timestamp,
+        history_events.c.attributes,
+    )
+    .where(history_events.c.run_id == bindparam("b_run_id"), history_events.c.workflow_id == _ID)
+    .order_by(history_events.c.event_id)
 )
+_OUTBOX_ORDER = (outbox.c.created_at, outbox.c.workflow_id, outbox.c.seq, outbox.c.attempt)
+_OUTBOX = Query(select(outbox.c.message, outbox.c.sent).order_by(*_OUTBOX_ORDER).limit(_LIMIT))
+_OUTBOX_UNSENT = Query(
+    select(outbox.c.message, outbox.c.sent)
+    .where(outbox.c.sent.is_(False))
+    .order_by(*_OUTBOX_ORDER)
+    .limit(_LIMIT)
+)
+_RESET_OUTBOX = Query(update(outbox).where(outbox.c.sent.is_(True)).values(sent=False))
+_TIMERS_DUE = Query(
+    select(timers)
+    .where(timers.c.due_at < bindparam("b_when"))
+    .order_by(timers.c.due_at, timers.c.workflow_id, timers.c.kind, timers.c.seq)
+    .limit(_LIMIT)
+)
+# Inserted by a SELECT on the running workflow: the check and the insert are one statement.
+_ADD_INBOX = Query(
+    insert(inbox).from_select(
+        ["workflow_id", "kind", "payload", "created_at"],
+        select(
+            _ID,
+            bindparam("b_kind", type_=String()),
+            bindparam("b_payload", type_=JSONText()),
+            bindparam("b_created_at", type_=UTCDateTime()),
+        ).where(_WF.workflow_id == _ID, _WF.status == _RUNNING),
+    )
+)
+_INBOX_FOR = Query(select(inbox).where(inbox.c.workflow_id == _ID).order_by(inbox.c.id))
+_NEEDING_WORK = Query(
+    select(_WF.workflow_id)
+    .where(
+        _WF.status == _RUNNING,
+        or_(
+            _WF.version == 0,
+            _WF.stuck_reason.is_not(None),
+            exists().where(inbox.c.workflow_id == _WF.workflow_id),
+        ),
+    )
+    .order_by(_WF.start_time, _WF.workflow_id)
+    .limit(_LIMIT)
+)
+_COUNT_BY_STATUS = Query(select(_WF.status, func.count().label("count")).group_by(_WF.status))
+_REGISTER_TYPE = Query(lambda dialect: _insert(dialect)(workflow_types).on_conflict_do_nothing())
+_KNOWN_TYPES = Query(select(workflow_types.c.name).order_by(workflow_types.c.name))
 
 
 class SQLStore:
@@ -111,8 +184,8 @@ class SQLStore:
 
     def __init__(self, url: str, *, connect_timeout: float = 5.0, pool_size: int = 10) -> None:
         self.url = url
-        self._db = Database(url, connect_timeout=connect_timeout, pool_size=pool_size)
-        self._tx = self._db.transaction
+        self._db = open_database(url, connect_timeout=connect_timeout, pool_size=pool_size)
+        self._run = self._db.run
 
     async def __aenter__(self) -> SQLStore:
         await self.connect()
@@ -127,11 +200,11 @@ class SQLStore:
         await self.aclose()
 
     async def connect(self) -> None:
-        """Open the engine, retrying with backoff; raises StoreError if unreachable."""
+        """Open the database, retrying with backoff; raises StoreError if unreachable."""
         await self._db.connect()
 
     async def aclose(self) -> None:
-        """Dispose of the engine; idempotent."""
+        """Close the database; idempotent."""
         await self._db.aclose()
 
     async def migrate(self) -> None:
@@ -146,58 +219,90 @@ class SQLStore:
         One upsert decides atomically: the primary key serialises concurrent starts and
         the conflict branch only fires when the existing row is closed.
         """
-        row = {
-            "workflow_id": record.workflow_id,
-            "run_id": record.run_id,
-            "workflow_type": record.workflow_type,
-            "status": _RUNNING,
-            "version": 0,
-            "shard": record.shard,
-            "input": record.input,
-            "result": None,
-            "error": None,
-            "start_time": record.start_time,
-            "close_time": None,
-            "history_length": 0,
-            "stuck_reason": None,
-            "trace_context": record.trace_context,
-            "execution_timeout": record.execution_timeout,
-        }
-        new = self._db.insert(workflows).values(row)
-        stmt = new.on_conflict_do_update(
-            index_elements=[workflows.c.workflow_id],
-            set_={name: new.excluded[name] for name in row if name != "workflow_id"},
-            where=workflows.c.status != _RUNNING,
-        ).returning(workflows.c.workflow_id)
-        async with self._tx("create_workflow", write=True) as conn:
-            if (await conn.execute(stmt)).first() is None:
-                running = await conn.scalar(
-                    select(workflows.c.run_id).where(workflows.c.workflow_id == record.workflow_id)
+        row = _new_workflow_row(record)
+        one_statement = self._db.backend == "postgresql"
+
+        async def body(tx: Tx) -> None:
+            if one_statement:
+                started = await tx.fetchrow(_START_WORKFLOW, row) is not None
+            elif started := await tx.fetchrow(_CREATE_WORKFLOW, row) is not None:
+                # Input queued for the previous run is not meant for this one.
+                await tx.execute(_DELETE_INBOX_OF, row)
+            if not started:
+                running = await tx.fetchrow(_RUN_ID_OF, row)
+                raise WorkflowAlreadyStartedError(
+                    record.workflow_id, str(None if running is None else running.run_id)
                 )
-                raise WorkflowAlreadyStartedError(record.workflow_id, str(running))
-            # Input queued for the previous run is not meant for this one.
-            await conn.execute(delete(inbox).where(inbox.c.workflow_id == record.workflow_id))
+
+        await self._run("create_workflow", body, transaction=not one_statement)
+
+    async def create_workflow_with_inbox(
+        self, record: WorkflowRecord, inbox: Sequence[tuple[str, dict[str, Any]]]
+    ) -> None:
+        """:meth:`create_workflow` plus the new run's first inbox rows, in one transaction."""
+        row = _new_workflow_row(record)
+        rows = _inbox_rows(record.workflow_id, inbox)
+
+        async def body(tx: Tx) -> None:
+            if await tx.fetchrow(_CREATE_WORKFLOW, row) is None:
+                running = await tx.fetchrow(_RUN_ID_OF, row)
+                raise WorkflowAlreadyStartedError(
+                    record.workflow_id, str(None if running is None else running.run_id)
+                )
+            await tx.execute(_DELETE_INBOX_OF, row)  # input for the previous run
+            for params in rows:
+                await tx.execute(_ADD_INBOX, params)
+
+        await self._run("create_workflow_with_inbox", body, transaction=True)
+
+    async def continue_as_new(
+        self,
+        write: WorkflowWrite,
+        record: WorkflowRecord,
+        inbox: Sequence[tuple[str, dict[str, Any]]] = (),
+    ) -> list[str]:
+        """Close a run (fenced) and start the next under the same id, in one transaction.
+
+        Inbox rows the closed run did not apply stay, for the new run.
+        """
+        row = _new_workflow_row(record)
+        rows = _inbox_rows(record.workflow_id, inbox)
+        backend = self._db.backend
+        now = datetime.now(UTC)
+
+        async def body(tx: Tx) -> None:
+            await commit_batch(tx, WriteBatch([write]), backend, now)
+            if await tx.fetchrow(_CREATE_WORKFLOW, row) is None:  # the write must close
+                raise Conflicts([write.workflow_id])
+            for params in rows:
+                await tx.execute(_ADD_INBOX, params)
+
+        try:
+            await self._run("continue_as_new", body, transaction=True)
+        except Conflicts as conflicts:
+            return conflicts.workflow_ids
+        return []
 
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The current run of a workflow, or None."""
-        async with self._tx("get_workflow") as conn:
-            result = await conn.execute(
-                select(workflows).where(workflows.c.workflow_id == workflow_id)
-            )
-            row = result.first()
-        return None if row is None else _record(row)
+
+        async def body(tx: Tx) -> WorkflowRecord | None:
+            row = await tx.fetchrow(_GET_WORKFLOW, {"b_workflow_id": workflow_id})
+            return None if row is None else _record(row)
+
+        return await self._run("get_workflow", body)
 
     async def load_history(self, workflow_id: str, run_id: str) -> list[HistoryEvent]:
         """All events of a run, in order."""
-        t = history_events
-        query = (
-            select(t.c.event_id, t.c.type, t.c.timestamp, t.c.attributes)
-            .where(t.c.run_id == run_id, t.c.workflow_id == workflow_id)
-            .order_by(t.c.event_id)
-        )
-        async with self._tx("load_history") as conn:
-            rows = (await conn.execute(query)).all()
-        return [HistoryEvent.build(r.event_id, r.type, r.timestamp, r.attributes) for r in rows]
+        params = {"b_workflow_id": workflow_id, "b_run_id": run_id}
+
+        async def body(tx: Tx) -> list[HistoryEvent]:
+            return [
+                HistoryEvent.build(r.event_id, r.type, r.timestamp, r.attributes)
+                for r in await tx.fetch(_LOAD_HISTORY, params)
+            ]
+
+        return await self._run("load_history", body)
 
     # -- the hot path --------------------------------------------------------------------
 
@@ -209,124 +314,97 @@ class SQLStore:
         if not batch.writes and not batch.mark_sent:
             return []
         now = datetime.now(UTC)
-        async with self._tx("commit", write=True) as conn:
-            shards: dict[str, int] = {}
-            conflicts: list[str] = []
-            # Rows locked in one global order: two group commits cannot deadlock.
-            for write in sorted(batch.writes, key=lambda w: w.workflow_id):
-                fence, params = _fence(write, now)
-                shard = (await conn.execute(fence, params)).scalar_one_or_none()
-                if shard is None:
-                    conflicts.append(write.workflow_id)
-                else:
-                    shards[write.workflow_id] = shard
-            if conflicts:
-                await conn.rollback()
-                return conflicts
-            for stmt, rows in _batch_statements(batch, shards, now):
-                if rows:
-                    await conn.execute(stmt, rows)
+        backend = self._db.backend
+
+        async def body(tx: Tx) -> None:
+            await commit_batch(tx, batch, backend, now)
+
+        try:
+            await self._run("commit", body, transaction=True)
+        except Conflicts as conflicts:
+            return conflicts.workflow_ids
         return []
 
     # -- outbox and timers -------------------------------------------------------------
 
     async def outbox(self, *, only_unsent: bool, limit: int = 1000) -> list[OutboxRow]:
         """Outbox rows, oldest first."""
-        c = outbox.c
-        query = select(c.message, c.sent).order_by(c.created_at, c.workflow_id, c.seq, c.attempt)
-        if only_unsent:
-            query = query.where(c.sent.is_(False))
-        async with self._tx("outbox") as conn:
-            rows = (await conn.execute(query.limit(limit))).all()
-        return [OutboxRow(TaskMessage.model_validate(r.message), bool(r.sent)) for r in rows]
+        query = _OUTBOX_UNSENT if only_unsent else _OUTBOX
+
+        async def body(tx: Tx) -> list[OutboxRow]:
+            rows = await tx.fetch(query, {"b_limit": limit})
+            return [OutboxRow(TaskMessage.model_validate(r.message), r.sent) for r in rows]
+
+        return await self._run("outbox", body)
 
     async def mark_sent(self, keys: Sequence[tuple[str, int, int]]) -> None:
         """Record that these tasks reached the broker; keys of deleted rows are ignored."""
         if not keys:
             return
-        async with self._tx("mark_sent", write=True) as conn:
-            await conn.execute(_MARK_SENT, [_sent_key(key) for key in sorted(keys)])
+        rows = [sent_key(key) for key in sorted(keys)]
+        await self._run("mark_sent", lambda tx: tx.executemany(MARK_SENT, rows))
 
     async def reset_outbox(self) -> int:
         """Mark every row unsent (after a restart over a non-durable transport)."""
-        async with self._tx("reset_outbox", write=True) as conn:
-            result = await conn.execute(
-                update(outbox).where(outbox.c.sent.is_(True)).values(sent=False)
-            )
-        return int(result.rowcount)
+        return await self._run("reset_outbox", lambda tx: tx.execute(_RESET_OUTBOX))
 
     async def timers_due_before(self, when: datetime, limit: int = 1000) -> list[TimerRow]:
         """Timers due before ``when``, soonest first."""
-        c = timers.c
-        query = (
-            select(timers)
-            .where(c.due_at < when)
-            .order_by(c.due_at, c.workflow_id, c.kind, c.seq)
-            .limit(limit)
-        )
-        async with self._tx("timers_due_before") as conn:
-            rows = (await conn.execute(query)).all()
-        return [
-            TimerRow(
-                workflow_id=r.workflow_id,
-                run_id=r.run_id,
-                kind=TimerKind(r.kind),
-                seq=r.seq,
-                due_at=r.due_at,
-                attempt=r.attempt,
-                shard=r.shard,
-            )
-            for r in rows
-        ]
+
+        async def body(tx: Tx) -> list[TimerRow]:
+            rows = await tx.fetch(_TIMERS_DUE, {"b_when": when, "b_limit": limit})
+            return [
+                TimerRow(
+                    workflow_id=r.workflow_id,
+                    run_id=r.run_id,
+                    kind=TimerKind(r.kind),
+                    seq=r.seq,
+                    due_at=r.due_at,
+                    attempt=r.attempt,
+                    shard=r.shard,
+                )
+                for r in rows
+            ]
+
+        return await self._run("timers_due_before", body)
 
     # -- inbox -------------------------------------------------------------------------
 
     async def add_inbox(self, workflow_id: str, kind: str, payload: dict[str, Any]) -> None:
-        """Queue input for a RUNNING workflow; raises WorkflowNotFoundError otherwise.
+        """Queue input for a RUNNING workflow; raises WorkflowNotFoundError otherwise."""
+        params = {
+            "b_workflow_id": workflow_id,
+            "b_kind": kind,
+            "b_payload": payload,
+            "b_created_at": datetime.now(UTC),
+        }
 
-        The row is inserted by a SELECT on the running workflow, so the check and the
-        insert are one statement.
-        """
-        source = select(
-            literal(workflow_id, String()),
-            literal(kind, String()),
-            literal(payload, JSONText()),
-            literal(datetime.now(UTC), UTCDateTime()),
-        ).where(workflows.c.workflow_id == workflow_id, workflows.c.status == _RUNNING)
-        stmt = insert(inbox).from_select(["workflow_id", "kind", "payload", "created_at"], source)
-        async with self._tx("add_inbox", write=True) as conn:
-            if (await conn.execute(stmt)).rowcount == 1:
-                return
-            status = await conn.scalar(
-                select(workflows.c.status).where(workflows.c.workflow_id == workflow_id)
-            )
-        raise WorkflowNotFoundError(workflow_id, f"it is {status}" if status else "")
+        async def body(tx: Tx) -> str | None:
+            if await tx.execute(_ADD_INBOX, params) == 1:
+                return None
+            row = await tx.fetchrow(_STATUS_OF, params)
+            return "" if row is None else f"it is {row.status}"
+
+        refusal = await self._run("add_inbox", body)
+        if refusal is not None:
+            raise WorkflowNotFoundError(workflow_id, refusal)
 
     async def inbox_for(self, workflow_id: str) -> list[InboxRow]:
         """Pending inbox rows of a workflow, oldest first."""
-        query = select(inbox).where(inbox.c.workflow_id == workflow_id).order_by(inbox.c.id)
-        async with self._tx("inbox_for") as conn:
-            rows = (await conn.execute(query)).all()
-        return [InboxRow(r.id, r.workflow_id, r.kind, r.payload, r.created_at) for r in rows]
+
+        async def body(tx: Tx) -> list[InboxRow]:
+            rows = await tx.fetch(_INBOX_FOR, {"b_workflow_id": workflow_id})
+            return [InboxRow(r.id, r.workflow_id, r.kind, r.payload, r.created_at) for r in rows]
+
+        return await self._run("inbox_for", body)
 
     async def workflows_needing_work(self, limit: int = 1000) -> list[str]:
         """RUNNING workflows never activated (version 0), with inbox rows, or stuck."""
-        c = workflows.c
-        query = (
-            select(c.workflow_id)
-            .where(
-                c.status == _RUNNING,
-                or_(
-                    c.version == 0,
-                    c.stuck_reason.is_not(None),
-                    exists().where(inbox.c.workflow_id == c.workflow_id),
-                ),
-            )
-            .order_by(c.start_time, c.workflow_id)
-            .limit(limit)
-        )
-        async with self._tx("workflows_needing_work") as conn:
-            return list((await conn.scalars(query)).all())
+
+        async def body(tx: Tx) -> list[str]:
+            return [r.workflow_id for r in await tx.fetch(_NEEDING_WORK, {"b_limit": limit})]
+
+        return await self._run("workflows_needing_work", body)
 
     # -- listing -----------------------------------------------------------------------
 
@@ -345,195 +423,127 @@ class SQLStore:
 
         Raises ValueError for a cursor this method did not produce.
         """
-        c = workflows.c
-        query = select(workflows).order_by(c.start_time.desc(), c.workflow_id.desc())
-        if status is not None:
-            query = query.where(c.status == status.value)
-        if workflow_type is not None:
-            query = query.where(c.workflow_type == workflow_type)
-        if id_prefix:
-            query = query.where(c.workflow_id.startswith(id_prefix, autoescape=True))
-        if started_after is not None:
-            query = query.where(c.start_time > started_after)
-        if started_before is not None:
-            query = query.where(c.start_time < started_before)
-        if cursor is not None:
-            last_start, last_id = _decode_cursor(cursor)
-            query = query.where(
-                or_(
-                    c.start_time < last_start,
-                    (c.start_time == last_start) & (c.workflow_id < last_id),
-                )
-            )
-        async with self._tx("list_workflows") as conn:
-            rows = (await conn.execute(query.limit(limit + 1))).all()
-        records = [_record(r) for r in rows[:limit]]
-        more = len(rows) > limit
+        after = _decode_cursor(cursor) if cursor is not None else None
+        query = _list_query(
+            status is not None,
+            workflow_type is not None,
+            bool(id_prefix),
+            started_after is not None,
+            started_before is not None,
+            after is not None,
+        )
+        params = {
+            "b_status": None if status is None else status.value,
+            "b_type": workflow_type,
+            "b_prefix": _like_prefix(id_prefix or ""),
+            "b_after": started_after,
+            "b_before": started_before,
+            "b_last_start": None if after is None else after[0],
+            "b_last_id": None if after is None else after[1],
+            "b_limit": limit + 1,
+        }
+
+        async def body(tx: Tx) -> list[WorkflowRecord]:
+            return [_record(r) for r in await tx.fetch(query, params)]
+
+        records = await self._run("list_workflows", body)
+        more = len(records) > limit
+        records = records[:limit]
         next_cursor = _encode_cursor(records[-1]) if more and records else None
         return WorkflowPage(records, next_cursor)
 
     async def count_by_status(self) -> dict[str, int]:
         """How many workflows have each status (statuses with none are left out)."""
-        query = select(workflows.c.status, func.count()).group_by(workflows.c.status)
-        async with self._tx("count_by_status") as conn:
-            rows = (await conn.execute(query)).all()
-        return {status: count for status, count in rows}
+
+        async def body(tx: Tx) -> dict[str, int]:
+            return {r.status: r.count for r in await tx.fetch(_COUNT_BY_STATUS)}
+
+        return await self._run("count_by_status", body)
 
     async def register_workflow_types(self, names: Sequence[str]) -> None:
         """Record workflow types some coordinator can run; known names are kept as they are."""
         if not names:
             return
         now = datetime.now(UTC)
-        stmt = self._db.insert(workflow_types).on_conflict_do_nothing()
-        async with self._tx("register_workflow_types", write=True) as conn:
-            await conn.execute(stmt, [{"name": n, "registered_at": now} for n in set(names)])
+        rows = [{"name": n, "registered_at": now} for n in sorted(set(names))]
+        await self._run("register_workflow_types", lambda tx: tx.executemany(_REGISTER_TYPE, rows))
 
     async def known_workflow_types(self) -> list[str]:
         """Every workflow type ever registered, sorted."""
-        query = select(workflow_types.c.name).order_by(workflow_types.c.name)
-        async with self._tx("known_workflow_types") as conn:
-            return list((await conn.scalars(query)).all())
 
+        async def body(tx: Tx) -> list[str]:
+            return [r.name for r in await tx.fetch(_KNOWN_TYPES)]
 
-def _fence(write: WorkflowWrite, now: datetime) -> tuple[Executable, dict[str, Any]]:
-    """The conditional UPDATE that keeps a stale writer out, and its parameters."""
-    stuck = "set" if write.stuck_reason is not None else "clear" if write.clear_stuck else "keep"
-    params: dict[str, Any] = {
-        "b_workflow_id": write.workflow_id,
-        "b_run_id": write.run_id,
-        "b_expected": write.expected_version,
-        "b_version": write.expected_version + 1,
-        "b_added": len(write.events),
-    }
-    if write.status is not None:
-        params["b_status"] = write.status.value
-    if write.stuck_reason is not None:
-        params["b_stuck"] = write.stuck_reason
-    if write.closes:
-        params["b_result"] = write.result
-        params["b_error"] = None if write.error is None else write.error.model_dump(mode="json")
-        params["b_close_time"] = write.close_time or now
-    return _fence_statement(write.status is not None, write.closes, stuck), params
+        return await self._run("known_workflow_types", body)
 
 
 @functools.cache
-def _fence_statement(sets_status: bool, closes: bool, stuck: str) -> Executable:
-    """One prebuilt UPDATE per shape of write; returns the row's shard when the fence holds."""
-    c = workflows.c
-    values: dict[str, Any] = {
-        "version": bindparam("b_version"),
-        "history_length": c.history_length + bindparam("b_added", type_=Integer()),
-    }
-    if sets_status:
-        values["status"] = bindparam("b_status")
-    if closes:
-        values["result"] = bindparam("b_result", type_=JSONText())
-        values["error"] = bindparam("b_error", type_=JSONText())
-        values["close_time"] = bindparam("b_close_time", type_=UTCDateTime())
-    if stuck == "set":
-        values["stuck_reason"] = bindparam("b_stuck")
-    elif stuck == "clear":
-        values["stuck_reason"] = None
-    return (
-        update(workflows)
-        .where(
-            c.workflow_id == bindparam("b_workflow_id"),
-            c.run_id == bindparam("b_run_id"),
-            c.version == bindparam("b_expected"),
+def _list_query(
+    status: bool, workflow_type: bool, prefix: bool, after: bool, before: bool, cursor: bool
+) -> Query:
+    """The listing statement for one combination of filters (64 at most)."""
+    query = select(workflows).order_by(_WF.start_time.desc(), _WF.workflow_id.desc())
+    if status:
+        query = query.where(_WF.status == bindparam("b_status", type_=String()))
+    if workflow_type:
+        query = query.where(_WF.workflow_type == bindparam("b_type", type_=String()))
+    if prefix:
+        query = query.where(_WF.workflow_id.like(bindparam("b_prefix", type_=String()), "/"))
+    if after:
+        query = query.where(_WF.start_time > bindparam("b_after", type_=UTCDateTime()))
+    if before:
+        query = query.where(_WF.start_time < bindparam("b_before", type_=UTCDateTime()))
+    if cursor:
+        last_start = bindparam("b_last_start", type_=UTCDateTime())
+        query = query.where(
+            or_(
+                _WF.start_time < last_start,
+                (_WF.start_time == last_start)
+                & (_WF.workflow_id < bindparam("b_last_id", type_=String())),
+            )
         )
-        .values(values)
-        .returning(c.shard)
-    )
+    return Query(query.limit(_LIMIT))
 
 
-def _batch_statements(
-    batch: WriteBatch, shards: dict[str, int], now: datetime
-) -> Iterator[tuple[Executable, dict[str, Any] | list[dict[str, Any]]]]:
-    """Each table's changes as one statement: a dict runs it once, a list as executemany.
-
-    Deletes come before inserts, so a key may be deleted and added in one write.
-    """
-    writes = batch.writes
-    closing = [w.workflow_id for w in writes if w.closes]
-    open_writes = [w for w in writes if not w.closes]
-    if closing:
-        yield _DELETE_CLOSED_OUTBOX, {"b_ids": closing}
-        yield _DELETE_CLOSED_TIMERS, {"b_ids": closing}
-    yield (
-        _DELETE_OUTBOX_SEQ,
-        [
-            {"b_workflow_id": w.workflow_id, "b_seq": seq}
-            for w in open_writes
-            for seq in w.outbox_delete_seqs
-        ],
-    )
-    # A timer added under an existing key replaces it (a rescheduled retry, say).
-    yield (
-        _DELETE_TIMER,
-        [
-            {"b_workflow_id": w.workflow_id, "b_kind": kind.value, "b_seq": seq}
-            for w in open_writes
-            for kind, seq in [*w.timers_delete, *((t.kind, t.seq) for t in w.timers_add)]
-        ],
-    )
-    inbox_ids = [i for w in writes for i in w.inbox_delete]
-    if inbox_ids:
-        yield _DELETE_INBOX, {"b_ids": inbox_ids}
-    yield _INSERT_EVENTS, [_event_row(w, e) for w in writes for e in w.events]
-    yield (
-        _INSERT_OUTBOX,
-        [_outbox_row(m, shards[w.workflow_id], now) for w in open_writes for m in w.outbox_add],
-    )
-    yield (
-        _INSERT_TIMERS,
-        [_timer_row(t, shards[w.workflow_id]) for w in open_writes for t in w.timers_add],
-    )
-    yield _MARK_SENT, [_sent_key(key) for key in sorted(batch.mark_sent)]
+def _like_prefix(prefix: str) -> str:
+    """A LIKE pattern (escape character "/") matching ids that start with ``prefix``."""
+    escaped = prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    return escaped + "%"
 
 
-def _event_row(write: WorkflowWrite, event: HistoryEvent) -> dict[str, Any]:
+def _new_workflow_row(record: WorkflowRecord) -> dict[str, Any]:
+    """The workflows row of a new RUNNING run (version 0, no history)."""
     return {
-        "run_id": write.run_id,
-        "event_id": event.event_id,
-        "workflow_id": write.workflow_id,
-        "type": event.type,
-        "timestamp": event.timestamp,
-        "attributes": event.attributes.model_dump(mode="json"),
+        "workflow_id": record.workflow_id,
+        "run_id": record.run_id,
+        "workflow_type": record.workflow_type,
+        "status": _RUNNING,
+        "version": 0,
+        "shard": record.shard,
+        "input": record.input,
+        "result": None,
+        "error": None,
+        "start_time": record.start_time,
+        "close_time": None,
+        "history_length": 0,
+        "stuck_reason": None,
+        "trace_context": record.trace_context,
+        "execution_timeout": record.execution_timeout,
+        "b_workflow_id": record.workflow_id,
     }
 
 
-def _outbox_row(message: TaskMessage, shard: int, now: datetime) -> dict[str, Any]:
-    return {
-        "workflow_id": message.workflow_id,
-        "seq": message.seq,
-        "attempt": message.attempt,
-        "run_id": message.run_id,
-        "shard": shard,
-        "message": message.model_dump(mode="json"),
-        "sent": False,
-        "created_at": now,
-    }
+def _inbox_rows(
+    workflow_id: str, inbox: Sequence[tuple[str, dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    return [
+        {"b_workflow_id": workflow_id, "b_kind": kind, "b_payload": payload, "b_created_at": now}
+        for kind, payload in inbox
+    ]
 
 
-def _timer_row(timer: TimerRow, shard: int) -> dict[str, Any]:
-    """A timer takes its workflow's shard, whatever ``timer.shard`` says."""
-    return {
-        "workflow_id": timer.workflow_id,
-        "kind": timer.kind.value,
-        "seq": timer.seq,
-        "run_id": timer.run_id,
-        "attempt": timer.attempt,
-        "due_at": timer.due_at,
-        "shard": shard,
-    }
-
-
-def _sent_key(key: tuple[str, int, int]) -> dict[str, Any]:
-    workflow_id, seq, attempt = key
-    return {"b_workflow_id": workflow_id, "b_seq": seq, "b_attempt": attempt}
-
-
-def _record(row: Row[Any]) -> WorkflowRecord:
+def _record(row: Any) -> WorkflowRecord:
     return WorkflowRecord(
         workflow_id=row.workflow_id,
         run_id=row.run_id,

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+from sqlalchemy import func, make_url, select
 
 from saga.errors import (
     ConfigurationError,
@@ -25,9 +30,10 @@ from saga.history import (
     WorkflowStatus,
 )
 from saga.messages import TaskMessage
+from saga.store._query import Query
 from saga.store.base import TimerKind, TimerRow, WorkflowRecord, WorkflowWrite, WriteBatch
 from saga.store.sql import SQLStore
-from tests.fixtures.database import with_database
+from tests.fixtures.database import asyncpg_dsn, with_database
 
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 RUN = "wf.1"  # run ids are unique across workflows (uuid4 in real use)
@@ -548,3 +554,116 @@ async def test_in_memory_sqlite_is_one_database_for_concurrent_callers(url: str)
 
     assert counts == {"RUNNING": 10}
     assert len(listed.workflows) == 10
+
+
+# -- how each database is driven -------------------------------------------------------
+
+
+async def test_more_callers_than_connections_all_get_served(database_url: str) -> None:
+    async with SQLStore(database_url, pool_size=2) as store:
+        await store.migrate()
+
+        await asyncio.gather(*(started_workflow(store, f"wf-{i}") for i in range(20)))
+        got = await asyncio.gather(*(store.get_workflow(f"wf-{i}") for i in range(20)))
+
+    assert all(r is not None and r.version == 1 for r in got)
+
+
+async def test_sqlite_waits_for_another_process_writing_without_blocking_the_loop(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "shared.db"
+    async with SQLStore(f"sqlite+aiosqlite:///{path}") as store:
+        await store.migrate()
+        await store.create_workflow(record("before"))
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+
+        create = asyncio.create_task(store.create_workflow(record()))
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        for _ in range(10):
+            await asyncio.sleep(0.01)
+        responsive = loop.time() - began < 1.0
+        still_waiting = not create.done()
+        readable = await store.get_workflow("before")  # WAL: readers never wait
+        other.execute("COMMIT")
+        other.close()
+        await asyncio.wait_for(create, 5)
+
+        assert responsive and still_waiting and readable is not None
+        assert await store.get_workflow("wf") == record()
+
+
+async def test_sqlite_copies_the_wal_into_the_database_file_in_the_background(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "checkpointed.db"
+
+    def in_main_file() -> int:
+        # immutable=1 reads the database file alone, ignoring the WAL.
+        main_file = sqlite3.connect(f"file:{path}?immutable=1", uri=True)
+        try:
+            return int(main_file.execute("SELECT count(*) FROM workflows").fetchone()[0])
+        except sqlite3.DatabaseError:  # still only in the WAL, or the copy is half done
+            return 0
+        finally:
+            main_file.close()
+
+    async with SQLStore(f"sqlite+aiosqlite:///{path}") as store:
+        await store.migrate()
+        await store.create_workflow(record())
+        for _ in range(100):
+            if in_main_file() == 1:
+                break
+            await asyncio.sleep(0.05)
+
+        assert in_main_file() == 1
+
+
+@pytest.mark.integration
+async def test_postgres_connections_lost_are_replaced(
+    postgres_url: str, postgres_admin_url: str
+) -> None:
+    async with SQLStore(postgres_url, pool_size=3) as store:
+        await store.migrate()
+        await asyncio.gather(*(started_workflow(store, f"wf-{i}") for i in range(3)))
+        await _terminate_connections(postgres_admin_url, postgres_url)
+
+        # The first caller learns of the loss; the store then drops every idle
+        # connection it held, so the next callers get new ones.
+        with contextlib.suppress(StoreError):
+            await store.get_workflow("wf-0")
+        got = await asyncio.gather(*(store.get_workflow(f"wf-{i}") for i in range(3)))
+
+    assert all(r is not None for r in got)
+
+
+@pytest.mark.integration
+async def test_postgres_call_cancelled_mid_query_leaves_the_store_usable(
+    postgres_url: str,
+) -> None:
+    async with SQLStore(postgres_url, pool_size=1) as store:
+        await store.migrate()
+        sleep = Query(select(func.pg_sleep(5)))
+        slow = asyncio.create_task(store._db.run("sleep", lambda tx: tx.fetch(sleep)))
+        await asyncio.sleep(0.2)
+        slow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await slow
+
+        await asyncio.wait_for(started_workflow(store), 2)  # the one connection was replaced
+
+    assert slow.cancelled()
+
+
+async def _terminate_connections(admin_url: str, url: str) -> None:
+    conn = await asyncpg.connect(asyncpg_dsn(admin_url))
+    try:
+        await conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = $1 AND pid <> pg_backend_pid()",
+            make_url(url).database,
+        )
+    finally:
+        await conn.close()
