@@ -93,47 +93,90 @@ async def _system(cfg: BenchConfig) -> AsyncIterator[Client]:
         async with client:
             yield client
     finally:
-        for proc in processes:
+        await asyncio.to_thread(_stop, processes)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM (a graceful drain), then SIGKILL whatever is still there after 30 s."""
+    for proc in processes:
+        if proc.poll() is None:
             proc.terminate()
-        for proc in processes:
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    for proc in processes:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def _spawn(cfg: BenchConfig) -> list[subprocess.Popen[bytes]]:
+    """Migrate the database, start coordinators and workers, wait until each is ready.
+
+    Their logs go to files (``saga-bench-*`` in the temp directory), never to a pipe
+    nobody reads: a daemon blocked on a full pipe would stall the whole run.
+    """
     base = [sys.executable, "-m", "saga"]
     common = ["--db", str(cfg.database_url), "--broker", str(cfg.broker_url)]
-    subprocess.run([*base, "db", "upgrade", "--db", str(cfg.database_url)], check=True,
-                   capture_output=True)
-    commands = [[*base, "coordinator", "--app", "saga.bench.scenarios", *common]] * cfg.coordinators
-    commands += [[*base, "worker", "--app", "saga.bench.scenarios", *common]] * cfg.workers
-    processes = [
-        subprocess.Popen(cmd, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        for cmd in commands
-    ]
-    for proc in processes:
-        await asyncio.get_running_loop().run_in_executor(None, _await_ready, proc)
-    return processes
+    upgrade = await asyncio.to_thread(
+        subprocess.run,
+        [*base, "db", "upgrade", "--db", str(cfg.database_url)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if upgrade.returncode != 0:
+        raise SagaError(f"bench: saga db upgrade failed: {upgrade.stderr.strip()}")
+    app = ["--app", "saga.bench.scenarios"]
+    commands = [("coordinator", [*base, "coordinator", *app, *common])] * cfg.coordinators
+    commands += [("worker", [*base, "worker", *app, *common])] * cfg.workers
+    logs = Path(tempfile.mkdtemp(prefix="saga-bench-"))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    started: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        for index, (role, command) in enumerate(commands):
+            log_path = logs / f"{role}-{index}.log"
+            started.append((_launch(command, log_path, env), log_path))
+        for proc, log_path in started:
+            await _await_ready(proc, log_path)
+    except BaseException:
+        await asyncio.to_thread(_stop, [proc for proc, _ in started])
+        raise
+    return [proc for proc, _ in started]
 
 
-def _await_ready(proc: subprocess.Popen[bytes]) -> None:
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if b"ready" in line:
+def _launch(command: list[str], log_path: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log_file:
+        # Our own interpreter running saga: no untrusted input in the command.
+        return subprocess.Popen(  # noqa: S603
+            command, stdout=subprocess.DEVNULL, stderr=log_file, env=env
+        )
+
+
+async def _await_ready(proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    """Wait for the daemon's ``ready`` line; raise with its last words if it dies first."""
+    deadline = time.monotonic() + 60
+    while True:
+        text = await asyncio.to_thread(log_path.read_text, errors="replace")
+        if " ready (pid " in text:
             return
-    raise SagaError(f"bench process exited early: {' '.join(map(str, proc.args))}")  # type: ignore[arg-type]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            last = text.strip().splitlines()[-1:] or ["(no output)"]
+            state = f"exited with {proc.returncode}" if proc.poll() is not None else "not ready"
+            raise SagaError(f"bench daemon {state} ({log_path}): {last[0]}")
+        await asyncio.sleep(0.1)
 
 
-async def _one(client: Client, cfg: BenchConfig, index: int, rng: random.Random,
-               progress: _Progress) -> None:
+async def _one(
+    client: Client, cfg: BenchConfig, index: int, rng: random.Random, progress: _Progress
+) -> None:
     workflow, _ = SCENARIOS[cfg.scenario]
     fail = rng.random() < cfg.failure_rate
-    params = BenchParams(activity_time=cfg.activity_time, payload="x" * cfg.payload_bytes,
-                         fail=fail)
-    run = _Run(id=f"bench-{cfg.seed}-{index}-{os.getpid()}-{int(time.time())}", began=0.0,
-               fail=fail)
+    params = BenchParams(
+        activity_time=cfg.activity_time, payload="x" * cfg.payload_bytes, fail=fail
+    )
+    run = _Run(
+        id=f"bench-{cfg.seed}-{index}-{os.getpid()}-{int(time.time())}", began=0.0, fail=fail
+    )
     run.began = time.perf_counter()
     progress.runs.append(run)
     handle = await client.start_workflow(workflow.run, params, id=run.id)
@@ -200,8 +243,9 @@ async def _show(progress: _Progress, stop: asyncio.Event) -> None:
         live.update(render())
 
 
-async def _check(client: Client, cfg: BenchConfig, progress: _Progress,
-                 embedded: bool) -> tuple[list[str], list[str], list[str], list[float]]:
+async def _check(
+    client: Client, cfg: BenchConfig, progress: _Progress, embedded: bool
+) -> tuple[list[str], list[str], list[str], list[float]]:
     lost, stuck, inconsistent, schedule_to_start = [], [], [], []
     sampled = 0
     for run in progress.runs:
@@ -214,8 +258,11 @@ async def _check(client: Client, cfg: BenchConfig, progress: _Progress,
             continue
         if run.status is None:
             run.status = record.status.value
-        expected = {WorkflowStatus.COMPLETED} if not run.fail else {
-            WorkflowStatus.COMPENSATED, WorkflowStatus.FAILED}
+        expected = (
+            {WorkflowStatus.COMPLETED}
+            if not run.fail
+            else {WorkflowStatus.COMPENSATED, WorkflowStatus.FAILED}
+        )
         if record.status not in expected:
             inconsistent.append(f"{run.id}: {record.status.value}")
         if record.status is WorkflowStatus.COMPENSATED or sampled < cfg.sample:
@@ -225,16 +272,16 @@ async def _check(client: Client, cfg: BenchConfig, progress: _Progress,
             if record.status is WorkflowStatus.COMPENSATED:
                 desc_steps = [e.attributes for e in events]
                 forward = sum(1 for a in desc_steps if isinstance(a, ActivityCompleted))
-                comps = [a for a in desc_steps if isinstance(a, ActivityScheduled) and a.compensation]
+                comps = [
+                    a for a in desc_steps if isinstance(a, ActivityScheduled) and a.compensation
+                ]
                 if cfg.scenario == "trip-booking" and forward != 2 * len(comps):
                     inconsistent.append(f"{run.id}: {len(comps)} compensations for its steps")
     if embedded and cfg.scenario == "trip-booking" and ledger.active:
         # Completed trips keep their 3 reservations; compensated ones must keep none.
         completed = sum(1 for r in progress.runs if r.status == "COMPLETED")
         if len(ledger.active) != 3 * completed:
-            inconsistent.append(
-                f"{len(ledger.active)} reservations held, expected {3 * completed}"
-            )
+            inconsistent.append(f"{len(ledger.active)} reservations held, expected {3 * completed}")
     return lost, stuck, inconsistent, schedule_to_start
 
 
@@ -264,8 +311,12 @@ def _timeline(runs: list[_Run], t0: float) -> list[Bucket]:
     return buckets
 
 
-async def run_bench(cfg: BenchConfig, *, show_progress: bool = True,
-                    on_client: Callable[[Client], None] | None = None) -> BenchReport:
+async def run_bench(
+    cfg: BenchConfig,
+    *,
+    show_progress: bool = True,
+    on_client: Callable[[Client], None] | None = None,
+) -> BenchReport:
     """Run the configured load and return the report."""
     if cfg.scenario not in SCENARIOS:
         raise SagaError(f"unknown scenario {cfg.scenario!r}: {', '.join(SCENARIOS)}")

@@ -29,7 +29,10 @@ class Percentiles(BaseModel):
             return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
         return cls(
-            p50=at(0.50), p95=at(0.95), p99=at(0.99), max=ordered[-1] * 1000,
+            p50=at(0.50),
+            p95=at(0.95),
+            p99=at(0.99),
+            max=ordered[-1] * 1000,
             mean=sum(ordered) / len(ordered) * 1000,
         )
 

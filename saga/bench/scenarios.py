@@ -9,16 +9,15 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from datetime import timedelta
+from typing import Any
 
 from pydantic import BaseModel
 
 from saga import ApplicationError, RetryPolicy, Saga, activity, workflow
 
 QUEUE = "bench"
-STEP = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5),
-}
+TIMEOUT = timedelta(seconds=60)
+RETRY = RetryPolicy(initial_interval=timedelta(milliseconds=100), maximum_attempts=5)
 
 
 class BenchParams(BaseModel):
@@ -38,6 +37,7 @@ class Ledger:
         self.transient_failures: set[str] = set()
 
     def reset(self) -> None:
+        """Forget everything (the embedded bench runs in the test's process)."""
         self.__init__()  # type: ignore[misc]
 
 
@@ -51,12 +51,14 @@ async def _work(params: BenchParams) -> None:
 
 @activity.defn(queue=QUEUE)
 async def bench_noop(params: BenchParams) -> str:
+    """Simulated work; returns the payload."""
     await _work(params)
     return params.payload
 
 
 @activity.defn(queue=QUEUE)
 async def bench_reserve(kind: str, params: BenchParams) -> str:
+    """Book a car, hotel or flight (the flight refuses when ``params.fail``)."""
     await _work(params)
     if params.fail and kind == "flight":
         raise ApplicationError("no seats", type="BookingRefused", non_retryable=True)
@@ -67,11 +69,13 @@ async def bench_reserve(kind: str, params: BenchParams) -> str:
 
 @activity.defn(queue=QUEUE)
 async def bench_cancel(reservation: str) -> None:
+    """Cancel a booking (the compensation)."""
     ledger.active.pop(reservation, None)
 
 
 @activity.defn(queue=QUEUE)
 async def bench_move(kind: str, params: BenchParams) -> str:
+    """Withdraw, deposit (fails once, then succeeds) or refund."""
     await _work(params)
     key = activity.info().idempotency_key
     if kind == "deposit" and params.fail:
@@ -84,43 +88,67 @@ async def bench_move(kind: str, params: BenchParams) -> str:
 
 @workflow.defn(name="bench-noop")
 class Noop:
+    """One activity."""
+
     @workflow.run
-    async def run(self, params: BenchParams) -> str:
-        return await workflow.execute_activity(bench_noop, params, **STEP)
+    async def run(self, params: BenchParams) -> str:  # noqa: D102
+        return await workflow.execute_activity(
+            bench_noop, params, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+        )
 
 
 @workflow.defn(name="bench-trip-booking")
 class TripBooking:
+    """Three bookings, compensated in parallel when the flight is refused."""
+
     @workflow.run
-    async def run(self, params: BenchParams) -> list[str]:
+    async def run(self, params: BenchParams) -> list[str]:  # noqa: D102
         booked = []
         async with Saga(parallel_compensation=True) as saga:
             for kind in ("car", "hotel", "flight"):
-                booked.append(await workflow.execute_activity(bench_reserve, kind, params, **STEP))
+                booked.append(
+                    await workflow.execute_activity(
+                        bench_reserve,
+                        kind,
+                        params,
+                        start_to_close_timeout=TIMEOUT,
+                        retry_policy=RETRY,
+                    )
+                )
                 saga.add_compensation(bench_cancel, booked[-1])
         return booked
 
 
 @workflow.defn(name="bench-money-transfer")
 class MoneyTransfer:
+    """Withdraw, then deposit with a retry; refund if the deposit is refused."""
+
     @workflow.run
-    async def run(self, params: BenchParams) -> str:
+    async def run(self, params: BenchParams) -> str:  # noqa: D102
         async with Saga() as saga:
-            await workflow.execute_activity(bench_move, "withdraw", params, **STEP)
+            await workflow.execute_activity(
+                bench_move, "withdraw", params, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+            )
             saga.add_compensation(bench_move, "refund", params)
-            deposited = await workflow.execute_activity(bench_move, "deposit", params, **STEP)
+            deposited = await workflow.execute_activity(
+                bench_move, "deposit", params, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+            )
         return deposited
 
 
 @workflow.defn(name="bench-timers")
 class Timers:
+    """A durable timer, then one activity."""
+
     @workflow.run
-    async def run(self, params: BenchParams) -> str:
+    async def run(self, params: BenchParams) -> str:  # noqa: D102
         await workflow.sleep(params.sleep)
-        return await workflow.execute_activity(bench_noop, params, **STEP)
+        return await workflow.execute_activity(
+            bench_noop, params, start_to_close_timeout=TIMEOUT, retry_policy=RETRY
+        )
 
 
-SCENARIOS = {
+SCENARIOS: dict[str, tuple[Any, int]] = {
     "noop": (Noop, 1),
     "trip-booking": (TripBooking, 3),
     "money-transfer": (MoneyTransfer, 2),
