@@ -17,6 +17,7 @@ from pathlib import Path
 
 from benchmarks.workloads import ThreeSteps, step
 from saga.testing import WorkflowEnvironment
+from saga.tracing import Telemetry
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -24,9 +25,14 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def run(workflows: int, concurrency: int, database_url: str) -> dict[str, float]:
+async def run(
+    workflows: int, concurrency: int, database_url: str, telemetry: Telemetry | None = None
+) -> dict[str, float]:
     async with WorkflowEnvironment(
-        workflows=[ThreeSteps], activities=[step], database_url=database_url
+        workflows=[ThreeSteps],
+        activities=[step],
+        database_url=database_url,
+        telemetry=telemetry,
     ) as env:
         history_loads = 0
         load_history = env.store.load_history

@@ -37,7 +37,8 @@ def main() -> None:
             "off": lambda: None,
             "noop-exporter": lambda: _provider(NoopExporter()),
             "otlp-http": lambda: _provider(
-                OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")),
+                OTLPSpanExporter(endpoint=f"{receiver.endpoint}/v1/traces")
+            ),
         }
         best: dict[str, float] = {}
         for _ in range(args.rounds):  # interleaved rounds: drift hits every mode alike

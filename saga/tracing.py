@@ -19,6 +19,7 @@ is a no-op and costs next to nothing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -44,20 +45,25 @@ class Telemetry:
         self.tracer = trace.get_tracer("saga", tracer_provider=tracer_provider)
         meter = metrics.get_meter("saga", meter_provider=meter_provider)
         self.workflows_started = meter.create_counter(
-            "saga.workflows.started", description="workflows started")
+            "saga.workflows.started", description="workflows started"
+        )
         self.workflows_closed = meter.create_counter(
-            "saga.workflows.closed", description="workflows ended, by saga.status")
+            "saga.workflows.closed", description="workflows ended, by saga.status"
+        )
         self.activity_attempts = meter.create_counter(
-            "saga.activity.attempts", description="activity attempts run by workers")
+            "saga.activity.attempts", description="activity attempts run by workers"
+        )
         self.activity_failures = meter.create_counter(
-            "saga.activity.failures", description="activity attempts that failed")
+            "saga.activity.failures", description="activity attempts that failed"
+        )
         self.schedule_to_start = meter.create_histogram(
-            "saga.activity.schedule_to_start", unit="ms",
-            description="from dispatch to the start of the attempt on a worker")
+            "saga.activity.schedule_to_start",
+            unit="ms",
+            description="from dispatch to the start of the attempt on a worker",
+        )
         self.step_latency = meter.create_histogram(
-            "saga.activity.duration", unit="ms", description="attempt run time on the worker")
-        self.dead_letters = meter.create_counter(
-            "saga.messages.dead_lettered", description="messages sent to the dead-letter queue")
+            "saga.activity.duration", unit="ms", description="attempt run time on the worker"
+        )
         self._meter = meter
 
     def observe_outbox(self, backlog: Callable[[], int]) -> None:
@@ -67,20 +73,42 @@ class Telemetry:
             return [metrics.Observation(backlog())]
 
         self._meter.create_observable_gauge(
-            "saga.outbox.backlog", callbacks=[callback], description="unsent outbox rows")
+            "saga.outbox.backlog", callbacks=[callback], description="unsent outbox rows"
+        )
+
+    def observe_dead_letters(self, count: Callable[[], int]) -> None:
+        """Report how many messages this process sent to the dead-letter queue."""
+
+        def callback(_: metrics.CallbackOptions) -> list[metrics.Observation]:
+            return [metrics.Observation(count())]
+
+        self._meter.create_observable_counter(
+            "saga.messages.dead_lettered",
+            callbacks=[callback],
+            description="messages that could not be processed, sent to the dead-letter queue",
+        )
 
     # --- spans -------------------------------------------------------------------------------
     def _short(
-        self, name: str, parent: Mapping[str, str] | None, attributes: dict[str, Any],
-        kind: SpanKind = SpanKind.INTERNAL, error: FailureInfo | None = None,
+        self,
+        name: str,
+        parent: Mapping[str, str] | None,
+        attributes: dict[str, Any],
+        kind: SpanKind = SpanKind.INTERNAL,
+        error: FailureInfo | None = None,
+        *,
+        propagate: bool = True,
     ) -> Carrier:
-        ctx = extract(dict(parent)) if parent else otel_context.Context()
-        span = self.tracer.start_span(name, context=ctx, kind=kind, attributes=attributes)
-        if error is not None:
-            _record_failure(span, error)
+        span = self.tracer.start_span(
+            name, context=_context_of(parent), kind=kind, attributes=attributes
+        )
         carrier: Carrier = {}
-        inject(carrier, context=trace.set_span_in_context(span))
-        span.end()
+        if span.is_recording():
+            if error is not None:
+                _record_failure(span, error)
+            if propagate:
+                inject(carrier, context=trace.set_span_in_context(span))
+            span.end()
         return carrier
 
     @contextlib.contextmanager
@@ -99,54 +127,114 @@ class Telemetry:
         self, parent: Mapping[str, str], workflow_type: str, workflow_id: str, run_id: str
     ) -> Carrier:
         """Coordinator: the workflow begins running; returns the context its spans join."""
-        return self._short(f"RunWorkflow:{workflow_type}", parent, {
-            "saga.workflow_type": workflow_type, "saga.workflow_id": workflow_id,
-            "saga.run_id": run_id})
+        return self._short(
+            f"RunWorkflow:{workflow_type}",
+            parent,
+            {
+                "saga.workflow_type": workflow_type,
+                "saga.workflow_id": workflow_id,
+                "saga.run_id": run_id,
+            },
+        )
 
     def start_activity(
-        self, parent: Mapping[str, str], *, activity: str, workflow_id: str, run_id: str,
-        seq: int, attempt: int, queue: str, compensation: bool,
+        self,
+        parent: Mapping[str, str],
+        *,
+        activity: str,
+        workflow_id: str,
+        run_id: str,
+        seq: int,
+        attempt: int,
+        queue: str,
+        compensation: bool,
     ) -> Carrier:
         """Coordinator: an attempt is dispatched; returns the context for the task's headers."""
-        return self._short(f"StartActivity:{activity}", parent, {
-            "saga.activity": activity, "saga.workflow_id": workflow_id, "saga.run_id": run_id,
-            "saga.seq": seq, "saga.attempt": attempt, "saga.queue": queue,
-            "saga.compensation": compensation}, kind=SpanKind.PRODUCER)
+        return self._short(
+            f"StartActivity:{activity}",
+            parent,
+            {
+                "saga.activity": activity,
+                "saga.workflow_id": workflow_id,
+                "saga.run_id": run_id,
+                "saga.seq": seq,
+                "saga.attempt": attempt,
+                "saga.queue": queue,
+                "saga.compensation": compensation,
+            },
+            kind=SpanKind.PRODUCER,
+        )
 
     def event(self, name: str, parent: Mapping[str, str], **attributes: Any) -> None:
         """Coordinator: a timer fired, a signal arrived."""
-        self._short(name, parent, {f"saga.{k}": v for k, v in attributes.items()})
+        attrs = {f"saga.{k}": v for k, v in attributes.items()}
+        self._short(name, parent, attrs, propagate=False)
 
     def complete_workflow(
-        self, parent: Mapping[str, str], *, workflow_type: str, workflow_id: str, run_id: str,
-        status: str, error: FailureInfo | None,
+        self,
+        parent: Mapping[str, str],
+        *,
+        workflow_type: str,
+        workflow_id: str,
+        run_id: str,
+        status: str,
+        error: FailureInfo | None,
     ) -> None:
         """Coordinator: the workflow reached a final status."""
         failed = status not in ("COMPLETED", "COMPENSATED", "CANCELLED")
-        self._short(f"CompleteWorkflow:{workflow_type}", parent, {
-            "saga.workflow_type": workflow_type, "saga.workflow_id": workflow_id,
-            "saga.run_id": run_id, "saga.status": status}, error=error if failed else None)
+        self._short(
+            f"CompleteWorkflow:{workflow_type}",
+            parent,
+            {
+                "saga.workflow_type": workflow_type,
+                "saga.workflow_id": workflow_id,
+                "saga.run_id": run_id,
+                "saga.status": status,
+            },
+            error=error if failed else None,
+            propagate=False,
+        )
         self.workflows_closed.add(1, {"saga.workflow_type": workflow_type, "saga.status": status})
 
     @contextlib.contextmanager
     def run_activity(
-        self, headers: Mapping[str, str], *, activity: str, workflow_id: str, run_id: str,
-        seq: int, attempt: int, queue: str, compensation: bool, schedule_to_start_ms: float,
+        self,
+        headers: Mapping[str, str],
+        *,
+        activity: str,
+        workflow_id: str,
+        run_id: str,
+        seq: int,
+        attempt: int,
+        queue: str,
+        compensation: bool,
+        schedule_to_start_ms: float,
     ) -> Iterator[Callable[[FailureInfo | None], None]]:
         """Worker: the span of one attempt, current while the activity runs.
 
         Yields ``finish(failure)`` to record the outcome before the span ends.
         """
-        attrs = {"saga.activity": activity, "saga.workflow_id": workflow_id,
-                 "saga.run_id": run_id, "saga.seq": seq, "saga.attempt": attempt,
-                 "saga.queue": queue, "saga.compensation": compensation}
+        attrs: dict[str, Any] = {
+            "saga.activity": activity,
+            "saga.workflow_id": workflow_id,
+            "saga.run_id": run_id,
+            "saga.seq": seq,
+            "saga.attempt": attempt,
+            "saga.queue": queue,
+            "saga.compensation": compensation,
+        }
         metric_attrs = {"saga.activity": activity, "saga.queue": queue}
         self.activity_attempts.add(1, metric_attrs)
         self.schedule_to_start.record(schedule_to_start_ms, metric_attrs)
         with self.tracer.start_as_current_span(
-            f"RunActivity:{activity}", context=extract(dict(headers)), kind=SpanKind.CONSUMER,
-            attributes=attrs, record_exception=False, set_status_on_exception=False,
+            f"RunActivity:{activity}",
+            context=_context_of(headers),
+            kind=SpanKind.CONSUMER,
+            attributes=attrs,
+            record_exception=False,
+            set_status_on_exception=False,
         ) as span:
+
             def finish(failure: FailureInfo | None) -> None:
                 if failure is not None:
                     _record_failure(span, failure)
@@ -154,16 +242,32 @@ class Telemetry:
 
             yield finish
 
-    def dead_lettered(self, queue: str) -> None:
-        """A message could not be processed and went to the dead-letter queue."""
-        self.dead_letters.add(1, {"saga.queue": queue})
+
+@functools.lru_cache(maxsize=4096)
+def _extract(traceparent: str, tracestate: str, baggage: str) -> otel_context.Context:
+    carrier = {"traceparent": traceparent, "tracestate": tracestate, "baggage": baggage}
+    return extract({k: v for k, v in carrier.items() if v})
+
+
+def _context_of(carrier: Mapping[str, str] | None) -> otel_context.Context:
+    """The context a stored carrier names; parsed once per distinct carrier."""
+    if not carrier or "traceparent" not in carrier:
+        return otel_context.Context()
+    return _extract(
+        carrier["traceparent"], carrier.get("tracestate", ""), carrier.get("baggage", "")
+    )
 
 
 def _record_failure(span: Span, failure: FailureInfo) -> None:
     span.set_status(Status(StatusCode.ERROR, failure.describe()[:500]))
-    span.add_event("exception", {
-        "exception.type": failure.type, "exception.message": failure.message,
-        "exception.stacktrace": failure.stack_trace})
+    span.add_event(
+        "exception",
+        {
+            "exception.type": failure.type,
+            "exception.message": failure.message,
+            "exception.stacktrace": failure.stack_trace,
+        },
+    )
     span.set_attribute("saga.error_type", failure.type)
 
 
@@ -178,7 +282,8 @@ def configure_from_env(default_service_name: str) -> bool:
     if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
         return False
     traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT")
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    )
     if not traces_endpoint:
         return False
     from opentelemetry.sdk.metrics import MeterProvider
@@ -198,8 +303,7 @@ def configure_from_env(default_service_name: str) -> bool:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
             OTLPSpanExporter,
         )
-    resource = Resource.create(
-        {SERVICE_NAME: env.get("OTEL_SERVICE_NAME", default_service_name)})
+    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME", default_service_name)})
     provider = TracerProvider(resource=resource)
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     trace.set_tracer_provider(provider)
