@@ -79,7 +79,9 @@ _context: contextvars.ContextVar[ActivityContext] = contextvars.ContextVar("saga
 
 
 @overload
-def defn(fn: Callable[P, R], *, name: str | None = None, queue: str | None = None) -> Callable[P, R]: ...
+def defn(
+    fn: Callable[P, R], *, name: str | None = None, queue: str | None = None
+) -> Callable[P, R]: ...
 @overload
 def defn(
     fn: None = None, *, name: str | None = None, queue: str | None = None

@@ -21,7 +21,10 @@ from saga.config import Settings
 from saga.converter import to_json_value
 from saga.errors import (
     InvalidArgumentsError,
+    QueryFailedError,
+    QueryTimeoutError,
     UnknownWorkflowTypeError,
+    WorkflowAlreadyStartedError,
     WorkflowFailureError,
     WorkflowNotFoundError,
 )
@@ -34,13 +37,17 @@ from saga.history import (
     HistoryEvent,
     WorkflowStatus,
 )
-from saga.messages import ResultMessage, WorkflowClosedNotice
+from saga.messages import QueryRequest, ResultMessage, WorkflowClosedNotice
 from saga.store.base import Store, WorkflowRecord, open_store
+from saga.tracing import Telemetry
 from saga.transports.base import Subscription, Transport, open_transport
 from saga.workflow import WorkflowDefinition, definition_of
 
 DEFAULT_SHARDS = 64
 HISTORY_WARNING_THRESHOLD = 10_000
+"""Events in one run past which ``describe()`` suggests continue-as-new."""
+QUERY_TIMEOUT = 10.0
+"""Seconds a query waits for a coordinator's answer by default."""
 
 
 def shard_of(workflow_id: str, shards: int = DEFAULT_SHARDS) -> int:
@@ -100,9 +107,7 @@ class WorkflowDescription:
         """Build from a workflows row and (optionally) its history."""
         warnings = []
         if rec.history_length > HISTORY_WARNING_THRESHOLD:
-            warnings.append(
-                f"history has {rec.history_length} events; consider continue-as-new"
-            )
+            warnings.append(f"history has {rec.history_length} events; consider continue-as-new")
         if rec.stuck_reason:
             warnings.append(f"stuck: {rec.stuck_reason}")
         return cls(
@@ -128,21 +133,62 @@ def _steps(events: Sequence[HistoryEvent]) -> list[StepInfo]:
         a = e.attributes
         if isinstance(a, ActivityScheduled):
             steps[a.seq] = {
-                "seq": a.seq, "activity": a.activity, "queue": a.queue, "args": a.args,
-                "compensation": a.compensation, "status": "SCHEDULED", "attempts": 1,
-                "scheduled_at": e.timestamp, "closed_at": None,
+                "seq": a.seq,
+                "activity": a.activity,
+                "queue": a.queue,
+                "args": a.args,
+                "compensation": a.compensation,
+                "status": "SCHEDULED",
+                "attempts": 1,
+                "scheduled_at": e.timestamp,
+                "closed_at": None,
             }
         elif isinstance(a, ActivityAttemptFailed) and a.seq in steps:
             steps[a.seq].update(status="RETRYING", attempts=a.attempt + 1, error=a.failure)
         elif isinstance(a, ActivityCompleted) and a.seq in steps:
-            steps[a.seq].update(status="COMPLETED", attempts=a.attempt, closed_at=e.timestamp,
-                                result=a.result, error=None)
+            steps[a.seq].update(
+                status="COMPLETED",
+                attempts=a.attempt,
+                closed_at=e.timestamp,
+                result=a.result,
+                error=None,
+            )
         elif isinstance(a, ActivityFailed) and a.seq in steps:
-            steps[a.seq].update(status="FAILED", attempts=a.attempt, closed_at=e.timestamp,
-                                error=a.failure)
+            steps[a.seq].update(
+                status="FAILED", attempts=a.attempt, closed_at=e.timestamp, error=a.failure
+            )
         elif e.type == "ActivityCancelRequested" and getattr(a, "seq", None) in steps:
             steps[a.seq].update(status="CANCELLED", closed_at=e.timestamp)  # type: ignore[attr-defined]
     return [StepInfo(**s) for s in steps.values()]
+
+
+def _json_args(target: str, args: Sequence[Any]) -> list[Any]:
+    try:
+        return [to_json_value(a) for a in args]
+    except Exception as exc:
+        raise InvalidArgumentsError(target, str(exc)) from exc
+
+
+def _signal_payload(
+    definition: WorkflowDefinition | None, name: str, args: Sequence[Any]
+) -> dict[str, Any]:
+    """The inbox payload of a signal, checked against the definition when there is one.
+
+    The name and the number of arguments are checked here; whether each value fits
+    its parameter is the workflow's to decide (one that does not fit is recorded, then
+    dropped with a warning, never leaving the workflow stuck).
+    """
+    encoded = [to_json_value(a) for a in args]  # PayloadError if it cannot be JSON
+    if definition is None:
+        return {"name": name, "args": encoded}
+    handler = definition.signals.get(name)
+    if handler is None:
+        known = ", ".join(sorted(definition.signals)) or "none"
+        raise InvalidArgumentsError(
+            f"workflow {definition.name}", f"no signal named {name!r} (known: {known})"
+        )
+    handler.signature.check_arity(len(encoded))
+    return {"name": name, "args": encoded}
 
 
 class WorkflowHandle:
@@ -159,7 +205,7 @@ class WorkflowHandle:
             raise WorkflowNotFoundError(self.id)
         return rec
 
-    async def result(self, *, timeout: float | None = None) -> Any:
+    async def result(self, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109 - public API
         """Wait for the workflow to end; its result, or WorkflowFailureError with the cause."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         poll = 0.25  # close notices wake us at once; polling is only the fallback
@@ -193,9 +239,70 @@ class WorkflowHandle:
         return await self.client.store.load_history(rec.workflow_id, rec.run_id)
 
     async def signal(self, name: str, *args: Any) -> None:
-        """Send a signal; recorded in history before the workflow sees it."""
-        payload = {"name": name, "args": [to_json_value(a) for a in args]}
+        """Send a signal; recorded in history before the workflow sees it.
+
+        Signals reach the workflow in the order they were sent, and survive restarts
+        (they wait in the database). Raises WorkflowNotFoundError for an unknown or
+        closed workflow, and, when this client was given the workflow's definition,
+        InvalidArgumentsError for a signal it does not have or a wrong number of
+        arguments; PayloadError for arguments that cannot be JSON.
+        """
+        definition = await self._known_definition()
+        payload = _signal_payload(definition, name, args)
         await self.client._send(self.id, "signal", payload)
+
+    async def query(self, name: str, *args: Any, timeout: float = QUERY_TIMEOUT) -> Any:  # noqa: ASYNC109
+        """Ask a ``@workflow.query`` handler; answered from the workflow's current state.
+
+        A coordinator answers, from its live instance or by replaying the history (a
+        closed workflow can be queried too). Nothing is written and nothing changes.
+
+        Raises:
+            WorkflowNotFoundError: No workflow with this id.
+            InvalidArgumentsError: No query of that name, or arguments that do not fit.
+            QueryFailedError: The handler raised, or the workflow cannot run (stuck).
+            QueryTimeoutError: No coordinator answered within ``timeout`` seconds.
+        """
+        rec = await self._record()
+        definition = self.client._definitions.get(rec.workflow_type)
+        handler = None
+        if definition is not None:
+            handler = definition.queries.get(name)
+            if handler is None:
+                known = ", ".join(sorted(definition.queries)) or "none"
+                raise InvalidArgumentsError(
+                    f"workflow {definition.name}", f"no query named {name!r} (known: {known})"
+                )
+            encoded = handler.signature.encode_args(args)
+            handler.signature.decode_args(encoded)
+        else:
+            encoded = _json_args(f"query {name!r}", args)
+        request = QueryRequest(
+            request_id=uuid.uuid4().hex, workflow_id=self.id, query=name, args=encoded
+        )
+        try:
+            reply = await self.client.transport.request_query(request, timeout=timeout)
+        except TimeoutError:
+            raise QueryTimeoutError(self.id, name, timeout) from None
+        if reply.ok:
+            return (
+                reply.result if handler is None else handler.signature.decode_result(reply.result)
+            )
+        if reply.error_type == "not_found":
+            raise WorkflowNotFoundError(self.id)
+        if reply.error_type == "invalid_arguments":
+            target = f"workflow {definition.name if definition else rec.workflow_type}"
+            raise InvalidArgumentsError(target, reply.error)
+        raise QueryFailedError(self.id, name, reply.error)
+
+    async def _known_definition(self) -> WorkflowDefinition | None:
+        """The definition of this workflow's type if the client has it (for checks)."""
+        if not self.client._definitions:
+            return None
+        rec = await self._record()
+        if rec.status.is_closed:  # as the inbox would say, before any other complaint
+            raise WorkflowNotFoundError(self.id, f"it is {rec.status.value}")
+        return self.client._definitions.get(rec.workflow_type)
 
     async def cancel(self, reason: str = "") -> None:
         """Ask the workflow to cancel: its code sees ``asyncio.CancelledError``."""
@@ -216,9 +323,11 @@ class Client:
         *,
         workflows: Sequence[Any] = (),
         owns_connections: bool = False,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.store = store
         self.transport = transport
+        self.telemetry = telemetry or Telemetry()
         self._definitions: dict[str, WorkflowDefinition] = {}
         for wf in workflows:
             d = definition_of(wf)
@@ -298,11 +407,17 @@ class Client:
         *args: Any,
         id: str | None = None,
         execution_timeout: timedelta | float | None = None,
+        start_signal: str | None = None,
+        start_signal_args: Sequence[Any] = (),
     ) -> WorkflowHandle:
         """Start a workflow (class, run method, function, or type name) with ``args``.
 
         Raises WorkflowAlreadyStartedError when ``id`` is running, UnknownWorkflowTypeError
         or InvalidArgumentsError before anything is written.
+
+        With ``start_signal`` (signal-with-start): if ``id`` is running, it is only sent
+        that signal (and its handle returned); otherwise the workflow is started and the
+        signal is its first input after ``WorkflowStarted``, both in one transaction.
         """
         name, definition = await self._definition(workflow)
         if definition is not None:
@@ -319,20 +434,42 @@ class Client:
             if isinstance(execution_timeout, timedelta)
             else execution_timeout
         )
-        record = WorkflowRecord(
-            workflow_id=workflow_id,
-            run_id=str(uuid.uuid4()),
-            workflow_type=name,
-            status=WorkflowStatus.RUNNING,
-            version=0,
-            shard=shard_of(workflow_id),
-            input=encoded,
-            start_time=datetime.now(UTC),
-            execution_timeout=timeout,
-        )
-        await self.store.create_workflow(record)
+        with self.telemetry.start_workflow(name, workflow_id) as trace:
+            record = WorkflowRecord(
+                workflow_id=workflow_id,
+                run_id=str(uuid.uuid4()),
+                workflow_type=name,
+                status=WorkflowStatus.RUNNING,
+                version=0,
+                shard=shard_of(workflow_id),
+                input=encoded,
+                start_time=datetime.now(UTC),
+                trace_context=trace,
+                execution_timeout=timeout,
+            )
+            if start_signal is not None:
+                payload = _signal_payload(definition, start_signal, start_signal_args)
+                return await self._signal_with_start(record, payload)
+            await self.store.create_workflow(record)
         await self._wake(workflow_id, "start")
         return WorkflowHandle(self, workflow_id, record.run_id)
+
+    async def _signal_with_start(
+        self, record: WorkflowRecord, payload: dict[str, Any]
+    ) -> WorkflowHandle:
+        workflow_id = record.workflow_id
+        while True:
+            try:
+                await self.store.create_workflow_with_inbox(record, [("signal", payload)])
+            except WorkflowAlreadyStartedError as running:
+                try:
+                    await self.store.add_inbox(workflow_id, "signal", payload)
+                except WorkflowNotFoundError:
+                    continue  # it closed in between: start it after all
+                await self._wake(workflow_id, "inbox")
+                return WorkflowHandle(self, workflow_id, running.run_id)
+            await self._wake(workflow_id, None)  # start, then the inbox
+            return WorkflowHandle(self, workflow_id, record.run_id)
 
     def get_workflow_handle(self, workflow_id: str) -> WorkflowHandle:
         """A handle to an existing workflow."""
@@ -351,7 +488,10 @@ class Client:
         cursor: str | None = None
         while True:
             page = await self.store.list_workflows(
-                status=wanted, workflow_type=type, id_prefix=id_prefix, cursor=cursor,
+                status=wanted,
+                workflow_type=type,
+                id_prefix=id_prefix,
+                cursor=cursor,
                 limit=page_size,
             )
             for rec in page.workflows:
@@ -364,7 +504,7 @@ class Client:
         await self.store.add_inbox(workflow_id, kind, payload)
         await self._wake(workflow_id, "inbox")
 
-    async def _wake(self, workflow_id: str, reason: Literal["start", "inbox"]) -> None:
+    async def _wake(self, workflow_id: str, reason: Literal["start", "inbox"] | None) -> None:
         # Best effort: if this is lost, the coordinator's sweep finds the work anyway.
         try:
             await self.transport.publish_result(

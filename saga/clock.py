@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -17,8 +18,10 @@ class Clock(Protocol):
     async def wait_until(
         self, when: datetime | None, wake: asyncio.Event, *, max_real_wait: float | None = None
     ) -> None:
-        """Return at ``when`` (None: never), when ``wake`` is set, or after
-        ``max_real_wait`` seconds of real time, whichever comes first."""
+        """Return at ``when`` (None: never), when ``wake`` is set, or after a real wait.
+
+        ``max_real_wait`` bounds the wait in real seconds, whichever comes first.
+        """
 
 
 class SystemClock:
@@ -33,10 +36,8 @@ class SystemClock:
         timeout = None if when is None else max(0.0, (when - self.now()).total_seconds())
         if max_real_wait is not None:
             timeout = max_real_wait if timeout is None else min(timeout, max_real_wait)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(wake.wait(), timeout)
-        except TimeoutError:
-            pass
 
 
 class SkippingClock:
@@ -76,7 +77,5 @@ class SkippingClock:
                     return
             else:
                 idle_checks = 0
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(wake.wait(), self._settle)
-            except TimeoutError:
-                pass

@@ -23,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from saga import workflow
-from saga._runtime.instance import compensating
+from saga._runtime.instance import ContinueAsNewError, compensating
 from saga.activity import is_activity
 from saga.errors import CompensationError
 from saga.retry import RetryPolicy
@@ -171,6 +171,6 @@ class Saga:
     async def __aexit__(
         self, et: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if exc is None or isinstance(exc, GeneratorExit):
-            return
+        if exc is None or isinstance(exc, GeneratorExit | ContinueAsNewError):
+            return  # continuing as new is no failure: the next run carries on
         await self.compensate()

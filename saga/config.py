@@ -20,12 +20,12 @@ class Settings(BaseModel):
     api_token: str | None = None
 
     @classmethod
-    def resolve(
-        cls, *, database_url: str | None = None, broker_url: str | None = None
-    ) -> Settings:
+    def resolve(cls, *, database_url: str | None = None, broker_url: str | None = None) -> Settings:
         """Apply the precedence: argument, then ``SAGA_*`` variable, then default."""
         return cls(
-            database_url=database_url or os.environ.get("SAGA_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            database_url=(
+                database_url or os.environ.get("SAGA_DATABASE_URL") or DEFAULT_DATABASE_URL
+            ),
             broker_url=broker_url or os.environ.get("SAGA_BROKER_URL") or DEFAULT_BROKER_URL,
             api_token=os.environ.get("SAGA_API_TOKEN") or None,
         )

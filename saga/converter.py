@@ -106,7 +106,8 @@ class Signature:
         positional = [
             p
             for p in self.params
-            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+            if p.kind
+            in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
         ]
         has_var = any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in self.params)
         required = [p for p in positional if p.default is inspect.Parameter.empty]

@@ -28,11 +28,27 @@ from types import TracebackType
 from typing import Any, Literal
 
 from saga._runtime.execution import Execution
+from saga._runtime.links import LINK_TIMERS, Links
 from saga.clock import Clock, SystemClock
 from saga.config import Settings
-from saga.errors import NondeterminismError, SagaError, StoreError, TransportError
-from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+from saga.errors import (
+    InvalidArgumentsError,
+    NondeterminismError,
+    QueryFailedError,
+    SagaError,
+    StoreError,
+    TransportError,
+    WorkflowNotFoundError,
+)
+from saga.messages import (
+    QueryReply,
+    QueryRequest,
+    ResultMessage,
+    TaskMessage,
+    WorkflowClosedNotice,
+)
 from saga.store.base import Store, TimerRow, WorkflowWrite, WriteBatch, open_store
+from saga.tracing import Telemetry
 from saga.transports.base import Subscription, Transport, open_transport
 from saga.workflow import WorkflowDefinition, definition_of
 
@@ -42,6 +58,7 @@ _TIMER_REFRESH = timedelta(seconds=30)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 InputKind = Literal["result", "timer", "wake"]
+_PROCESS_TASK = "saga-coordinator-process"
 
 
 @dataclass
@@ -75,6 +92,8 @@ class Coordinator:
         store, transport, clock: Injected instead of URLs (embedded mode, tests).
         cache_size: Live workflow instances kept in memory; a miss replays history.
         batch_size: Inputs committed together at most.
+        drain_timeout: On :meth:`aclose`, how long the batch in hand may take to commit
+            and publish before it is abandoned (its inputs are delivered again).
     """
 
     def __init__(
@@ -90,6 +109,8 @@ class Coordinator:
         batch_size: int = 128,
         sweep_interval: float = 5.0,
         migrate: bool | None = None,
+        drain_timeout: float = 10.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         settings = Settings.resolve(database_url=database_url, broker_url=broker_url)
         self.definitions: dict[str, WorkflowDefinition] = {}
@@ -99,6 +120,10 @@ class Coordinator:
         self.store = store or open_store(settings.database_url)
         self.transport = transport or open_transport(settings.broker_url)
         self.clock: Clock = clock or SystemClock()
+        self.telemetry = telemetry or Telemetry()
+        self.telemetry.observe_outbox(lambda: self._backlog + len(self._publishing))
+        self.telemetry.observe_dead_letters(lambda: getattr(self.transport, "dead_lettered", 0))
+        self._backlog = 0
         self.identity = f"coordinator-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self._owns_store = store is None
         self._owns_transport = transport is None
@@ -107,6 +132,8 @@ class Coordinator:
         self._cache_size = cache_size
         self._batch_size = batch_size
         self._sweep_interval = sweep_interval
+        self._drain_timeout = drain_timeout
+        self._stopping = False
         self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
         self._busy = False
         self._stuck: set[str] = set()
@@ -121,6 +148,8 @@ class Coordinator:
         self._sent_unmarked: set[tuple[str, int, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
         self._subscription: Subscription | None = None
+        self._queries: Subscription | None = None
+        self._links = Links(self.store, self.transport)
         self._started = False
 
     # --- lifecycle -----------------------------------------------------------------------
@@ -136,15 +165,18 @@ class Coordinator:
         await self._recover_outbox()
         self._started = True
         self._tasks = [
-            asyncio.create_task(self._process_loop(), name="saga-coordinator-process"),
+            asyncio.create_task(self._process_loop(), name=_PROCESS_TASK),
             asyncio.create_task(self._timer_loop(), name="saga-coordinator-timers"),
             asyncio.create_task(self._sweep_loop(), name="saga-coordinator-sweep"),
         ]
         self._subscription = await self.transport.consume_results(
             self._on_message, prefetch=self._batch_size * 4
         )
-        log.info("coordinator started", extra={"coordinator": self.identity,
-                                               "workflows": sorted(self.definitions)})
+        self._queries = await self.transport.serve_queries(self._answer_query)
+        log.info(
+            "coordinator started",
+            extra={"coordinator": self.identity, "workflows": sorted(self.definitions)},
+        )
 
     async def run(self) -> None:
         """Start and serve until cancelled."""
@@ -159,6 +191,22 @@ class Coordinator:
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
+        if self._queries is not None:
+            await self._queries.cancel()
+            self._queries = None
+        # A batch in hand commits and publishes; unacknowledged results go back to the
+        # broker and come again as harmless duplicates. (Idle, there is nothing to wait for.)
+        self._stopping = True
+        process = next((t for t in self._tasks if t.get_name() == _PROCESS_TASK), None)
+        if process is not None and not process.done() and self._busy:
+            try:
+                await asyncio.wait_for(asyncio.shield(process), self._drain_timeout)
+            except TimeoutError:
+                log.warning(
+                    "batch not finished %gs after shutdown began; abandoning it",
+                    self._drain_timeout,
+                    extra={"coordinator": self.identity},
+                )
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -176,6 +224,7 @@ class Coordinator:
         if self._owns_store:
             await self.store.aclose()
         self._started = False
+        self._stopping = False
 
     async def __aenter__(self) -> Coordinator:
         await self.start()
@@ -205,7 +254,7 @@ class Coordinator:
 
     # --- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
-        while True:
+        while not self._stopping:
             try:
                 first = await asyncio.wait_for(self._inputs.get(), 0.2)
             except TimeoutError:
@@ -270,13 +319,17 @@ class Coordinator:
             ex.on_result(item.result, now)
         elif item.kind == "timer" and item.timer is not None:
             self._heap_keys.discard(_timer_key(item.timer))
-            ex.on_timer(item.timer, now)
+            if item.timer.kind in LINK_TIMERS:
+                await self._links.on_timer(ex, item.timer, now)
+            else:
+                ex.on_timer(item.timer, now)
         else:
-            if item.reason != "inbox":
-                ex.on_start(now)
-            if item.reason != "start":
-                for row in await self.store.inbox_for(ex.workflow_id):
-                    ex.on_inbox(row, now)
+            # Inbox first: a child's link to its parent (and the signal of a
+            # signal-with-start) must be there when it starts. Starting is idempotent.
+            rows = [] if item.reason == "start" else await self.store.inbox_for(ex.workflow_id)
+            ex.on_start(now, rows)
+            for row in rows:
+                ex.on_inbox(row, now)
 
     async def _load(self, workflow_id: str) -> Execution | None:
         ex = self._cache.get(workflow_id)
@@ -291,10 +344,9 @@ class Coordinator:
             raise SagaError(
                 f"no definition of workflow type {record.workflow_type!r} on this coordinator"
             )
-        events = (
-            await self.store.load_history(workflow_id, record.run_id) if record.version else []
-        )
+        events = await self.store.load_history(workflow_id, record.run_id) if record.version else []
         ex = Execution.restore(record, events, definition)
+        ex.telemetry = self.telemetry
         ex.version = record.version
         self._cache[workflow_id] = ex
         while len(self._cache) > self._cache_size:
@@ -307,9 +359,7 @@ class Coordinator:
         if ex is not None:
             ex.instance.dispose()
 
-    async def _park(
-        self, workflow_id: str, items: list[_Input], exc: BaseException | None
-    ) -> None:
+    async def _park(self, workflow_id: str, items: list[_Input], exc: BaseException | None) -> None:
         """Keep a workflow whose code cannot run visible and its inputs safe until fixed."""
         self._evict(workflow_id)
         self._stuck.add(workflow_id)
@@ -338,6 +388,7 @@ class Coordinator:
                 if ex.record.stuck_reason is not None:
                     write.clear_stuck = True
                 writes[workflow_id] = write
+        await self._commit_continued(touched, writes, by_workflow)
         while writes:
             mark = list(self._sent_unmarked)
             conflicts = await self.store.commit(WriteBatch(list(writes.values()), mark))
@@ -363,6 +414,7 @@ class Coordinator:
             if write.closes:
                 self._evict(workflow_id)
                 await self._notify_closed(ex, write)
+                await self._links.after_close(ex)
         for items in by_workflow.values():
             for item in items:
                 if item.done is not None and not item.done.done():
@@ -370,10 +422,37 @@ class Coordinator:
         if tasks:
             await self._publish(tasks)
 
+    async def _commit_continued(
+        self,
+        touched: dict[str, Execution],
+        writes: dict[str, WorkflowWrite],
+        by_workflow: dict[str, list[_Input]],
+    ) -> None:
+        """Runs that continued as new: each ends and starts its next run in one transaction."""
+        for workflow_id in [w for w in writes if touched[w].continued is not None]:
+            ex = touched.pop(workflow_id)
+            write = writes.pop(workflow_id)
+            assert ex.continued is not None
+            self._evict(workflow_id)
+            conflicts = await self.store.continue_as_new(write, ex.continued, ex.continued_inbox())
+            if conflicts:
+                log.warning("stale workflow version; reloading", extra={"workflow_id": workflow_id})
+                for item in by_workflow.pop(workflow_id, []):
+                    self._inputs.put_nowait(item)
+                continue
+            self._stuck.discard(workflow_id)
+            log.info(
+                "workflow continued as new",
+                extra={"workflow_id": workflow_id, "run_id": ex.continued.run_id},
+            )
+            self._inputs.put_nowait(_Input(workflow_id, "wake"))  # start the next run
+            await self._links.after_close(ex)
+
     async def _notify_closed(self, ex: Execution, write: WorkflowWrite) -> None:
         assert write.status is not None
-        log.info("workflow closed", extra={"workflow_id": ex.workflow_id,
-                                           "status": write.status.value})
+        log.info(
+            "workflow closed", extra={"workflow_id": ex.workflow_id, "status": write.status.value}
+        )
         try:
             await self.transport.publish_notice(
                 WorkflowClosedNotice(
@@ -381,8 +460,55 @@ class Coordinator:
                 )
             )
         except TransportError:
-            log.warning("could not broadcast close; clients will poll",
-                        extra={"workflow_id": ex.workflow_id})
+            log.warning(
+                "could not broadcast close; clients will poll",
+                extra={"workflow_id": ex.workflow_id},
+            )
+
+    # --- queries -------------------------------------------------------------------------
+    async def _answer_query(self, request: QueryRequest) -> QueryReply:
+        """Answer from the live instance, or by replaying the history; never write."""
+        try:
+            result = await self._query(request.workflow_id, request.query, request.args)
+        except WorkflowNotFoundError as exc:
+            return QueryReply(
+                request_id=request.request_id, ok=False, error_type="not_found", error=str(exc)
+            )
+        except InvalidArgumentsError as exc:
+            return QueryReply(
+                request_id=request.request_id,
+                ok=False,
+                error_type="invalid_arguments",
+                error=exc.detail,
+            )
+        except (SagaError, ValueError) as exc:
+            detail = exc.detail if isinstance(exc, QueryFailedError) else str(exc)
+            return QueryReply(
+                request_id=request.request_id, ok=False, error_type="failed", error=detail
+            )
+        return QueryReply(request_id=request.request_id, ok=True, result=result)
+
+    async def _query(self, workflow_id: str, name: str, args: list[Any]) -> Any:
+        ex = self._cache.get(workflow_id)
+        if ex is not None and workflow_id not in self._stuck:
+            return ex.instance.query(name, args)
+        record = await self.store.get_workflow(workflow_id)
+        if record is None:
+            raise WorkflowNotFoundError(workflow_id)
+        definition = self.definitions.get(record.workflow_type)
+        if definition is None:
+            raise QueryFailedError(
+                workflow_id, name, f"no definition of type {record.workflow_type!r} here"
+            )
+        events = await self.store.load_history(workflow_id, record.run_id) if record.version else []
+        # A throwaway replay: the cache holds only what this coordinator advances.
+        replayed = Execution.restore(record, events, definition)
+        try:
+            if not replayed.started:  # not activated yet: a dry run of its start, unwritten
+                replayed.on_start(self.clock.now())
+            return replayed.instance.query(name, args)
+        finally:
+            replayed.instance.dispose()
 
     # --- outbox --------------------------------------------------------------------------
     async def _publish(self, tasks: Iterable[TaskMessage]) -> None:
@@ -397,8 +523,11 @@ class Coordinator:
             self._publishing.difference_update(keys)
         for key, outcome in zip(keys, results, strict=True):
             if isinstance(outcome, BaseException):
-                log.warning("publish failed; the relay will retry: %s", outcome,
-                            extra={"workflow_id": key[0], "seq": key[1]})
+                log.warning(
+                    "publish failed; the relay will retry: %s",
+                    outcome,
+                    extra={"workflow_id": key[0], "seq": key[1]},
+                )
             else:
                 self._sent_unmarked.add(key)
 
@@ -412,6 +541,7 @@ class Coordinator:
     async def _relay(self) -> None:
         """Publish committed tasks that never reached the broker."""
         rows = await self.store.outbox(only_unsent=True)
+        self._backlog = len(rows)
         pending = [
             r.message
             for r in rows
@@ -445,8 +575,10 @@ class Coordinator:
     async def _timer_loop(self) -> None:
         refresh_at = self.clock.now()
         while True:
-            if self._reload_timers or self.clock.now() >= refresh_at or (
-                not self._heap and self._loaded_until is not None
+            if (
+                self._reload_timers
+                or self.clock.now() >= refresh_at
+                or (not self._heap and self._loaded_until is not None)
             ):
                 self._reload_timers = False
                 try:
@@ -485,4 +617,3 @@ class Coordinator:
             except SagaError as exc:
                 log.warning("sweep failed: %s", exc)
             await asyncio.sleep(self._sweep_interval)
-

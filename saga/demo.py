@@ -110,4 +110,3 @@ def _scenario(example: str, fail: str | None, activities: Any) -> tuple[Any, Any
         return [] if bank.balances == want else [f"balances {bank.balances}, expected {want}"]
 
     return workflows.MoneyTransfer.run, transfer, check_bank
-

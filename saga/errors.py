@@ -13,9 +13,12 @@ Every error saga raises derives from :class:`SagaError`::
     ├── WorkflowAlreadyStartedError   a workflow with this id is still running
     ├── NondeterminismError           workflow code no longer matches its history
     ├── WorkflowFailureError          handle.result() of a workflow that did not complete
+    ├── QueryFailedError              a query was refused or its handler raised
+    ├── QueryTimeoutError             no coordinator answered a query in time (also a TimeoutError)
     └── FailureError                  failures that travel: raised inside workflows and activities
         ├── ApplicationError          raised by user code; type, non_retryable, details
         ├── ActivityError             an activity failed for good; .cause, .attempt
+        ├── ChildWorkflowError        a child workflow did not complete; .status, .cause
         ├── TimeoutError              a step ran out of time; .kind
         ├── CancelledError            the workflow or step was cancelled
         ├── TerminatedError           the workflow was terminated by an operator
@@ -27,6 +30,7 @@ Every error saga raises derives from :class:`SagaError`::
 
 from __future__ import annotations
 
+import builtins
 import enum
 from collections.abc import Sequence
 from typing import Any
@@ -95,7 +99,9 @@ class NondeterminismError(SagaError):
     """
 
     def __init__(self, workflow_id: str, event_id: int, detail: str) -> None:
-        super().__init__(f"nondeterminism in workflow {workflow_id!r} at event {event_id}: {detail}")
+        super().__init__(
+            f"nondeterminism in workflow {workflow_id!r} at event {event_id}: {detail}"
+        )
         self.workflow_id = workflow_id
         self.event_id = event_id
         self.detail = detail
@@ -140,7 +146,6 @@ class ApplicationError(FailureError):
         self.details = list(details)
 
 
-
 class ActivityError(FailureError):
     """An activity failed for good: retries exhausted or not allowed."""
 
@@ -151,6 +156,30 @@ class ActivityError(FailureError):
         self.activity = activity
         self.seq = seq
         self.attempt = attempt
+
+
+class ChildWorkflowError(FailureError):
+    """A child workflow ended without completing; it compensated itself first.
+
+    ``status`` is how it ended (``FAILED``, ``COMPENSATED``, ``CANCELLED``…) and
+    ``cause`` the failure it ended with.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str,
+        run_id: str,
+        workflow_type: str,
+        status: str,
+        cause: BaseException | None,
+    ) -> None:
+        super().__init__(message, cause=cause)
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.workflow_type = workflow_type
+        self.status = status
 
 
 class TimeoutKind(enum.StrEnum):
@@ -184,6 +213,29 @@ class CompensationError(FailureError):
     def __init__(self, message: str, *, causes: Sequence[BaseException]) -> None:
         super().__init__(message, cause=causes[0] if causes else None)
         self.causes = list(causes)
+
+
+class QueryFailedError(SagaError):
+    """A query could not be answered: the workflow cannot run here, or its handler raised."""
+
+    def __init__(self, workflow_id: str, query: str, detail: str) -> None:
+        super().__init__(f"query {query!r} of workflow {workflow_id!r} failed: {detail}")
+        self.workflow_id = workflow_id
+        self.query = query
+        self.detail = detail
+
+
+class QueryTimeoutError(builtins.TimeoutError, SagaError):
+    """No coordinator answered a query within its deadline (is one running?)."""
+
+    def __init__(self, workflow_id: str, query: str, timeout: float) -> None:
+        super().__init__(
+            f"query {query!r} of workflow {workflow_id!r}: no coordinator answered within "
+            f"{timeout:g}s (is one running on this broker?)"
+        )
+        self.workflow_id = workflow_id
+        self.query = query
+        self.timeout = timeout
 
 
 class WorkflowFailureError(SagaError):

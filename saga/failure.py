@@ -42,7 +42,11 @@ def to_failure(exc: BaseException, *, with_stack: bool = True) -> FailureInfo:
     stack = "".join(traceback.format_exception(exc)) if with_stack else ""
     cause = exc.__cause__ if exc.__cause__ is not None else None
     cause_info = to_failure(cause, with_stack=False) if cause is not None else None
-    common: dict[str, Any] = {"message": str(exc), "stack_trace": stack[-8000:], "cause": cause_info}
+    common: dict[str, Any] = {
+        "message": str(exc),
+        "stack_trace": stack[-8000:],
+        "cause": cause_info,
+    }
     if isinstance(exc, errors.ApplicationError):
         return FailureInfo(
             type=exc.type,
@@ -59,8 +63,20 @@ def to_failure(exc: BaseException, *, with_stack: bool = True) -> FailureInfo:
             attempt=exc.attempt,
             **common,
         )
+    if isinstance(exc, errors.ChildWorkflowError):
+        child = {
+            "workflow_id": exc.workflow_id,
+            "run_id": exc.run_id,
+            "workflow_type": exc.workflow_type,
+            "status": exc.status,
+        }
+        return FailureInfo(
+            type="ChildWorkflowError", kind="child_workflow", details=[child], **common
+        )
     if isinstance(exc, errors.TimeoutError):
-        return FailureInfo(type="TimeoutError", kind="timeout", timeout_kind=exc.kind.value, **common)
+        return FailureInfo(
+            type="TimeoutError", kind="timeout", timeout_kind=exc.kind.value, **common
+        )
     if isinstance(exc, errors.CompensationError):
         return FailureInfo(
             type="CompensationError",
@@ -88,6 +104,16 @@ def from_failure(info: FailureInfo) -> errors.FailureError:
             cause=cause,
         )
         return exc
+    if info.kind == "child_workflow":
+        child = info.details[0] if info.details and isinstance(info.details[0], dict) else {}
+        return errors.ChildWorkflowError(
+            info.message,
+            workflow_id=str(child.get("workflow_id", "?")),
+            run_id=str(child.get("run_id", "")),
+            workflow_type=str(child.get("workflow_type", "?")),
+            status=str(child.get("status", "FAILED")),
+            cause=cause,
+        )
     if info.kind == "timeout":
         exc = errors.TimeoutError(
             info.message, kind=errors.TimeoutKind(info.timeout_kind or "START_TO_CLOSE")

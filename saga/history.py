@@ -16,10 +16,11 @@ The JSON form (``HistoryEvent.to_json`` / ``from_json``) is stable and documente
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, SerializerFunctionWrapHandler, model_serializer
 
 from saga.failure import FailureInfo
 from saga.retry import RetryPolicy
@@ -38,6 +39,9 @@ class WorkflowStatus(enum.StrEnum):
     CANCELLED = "CANCELLED"
     TERMINATED = "TERMINATED"
     TIMED_OUT = "TIMED_OUT"
+    CONTINUED_AS_NEW = "CONTINUED_AS_NEW"
+    """A run that ended by starting the next one (``workflow.continue_as_new``); the
+    workflow id goes on under a new run id, so only old runs' histories end this way."""
 
     @property
     def is_closed(self) -> bool:
@@ -57,8 +61,18 @@ class EventAttributes(BaseModel):
         return cls.__name__
 
 
+class ParentInfo(BaseModel):
+    """Which workflow started this one as a child, and which of its steps waits for it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    workflow_id: str
+    run_id: str
+    seq: int
+
+
 class WorkflowStarted(EventAttributes):
-    """The workflow's first event: its type and input."""
+    """The workflow's first event: its type and input (and its parent, for a child)."""
 
     kind: ClassVar[str] = "input"
     workflow_type: str
@@ -66,6 +80,16 @@ class WorkflowStarted(EventAttributes):
     run_id: str
     trace_context: dict[str, str] = {}
     execution_timeout: float | None = None
+    parent: ParentInfo | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_unset_parent(self, handler: SerializerFunctionWrapHandler) -> Any:
+        # ``parent`` came after format version 1: left out when unset, so the JSON of a
+        # workflow that is nobody's child is byte for byte what it always was.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("parent") is None:
+            data.pop("parent", None)
+        return data
 
 
 class ActivityCompleted(EventAttributes):
@@ -75,6 +99,8 @@ class ActivityCompleted(EventAttributes):
     seq: int
     attempt: int
     result: Any = None
+    started_at: datetime | None = None
+    worker: str = ""
 
 
 class ActivityFailed(EventAttributes):
@@ -84,6 +110,8 @@ class ActivityFailed(EventAttributes):
     seq: int
     attempt: int
     failure: FailureInfo
+    started_at: datetime | None = None
+    worker: str = ""
 
 
 class TimerFired(EventAttributes):
@@ -106,6 +134,46 @@ class WorkflowCancelRequested(EventAttributes):
 
     kind: ClassVar[str] = "input"
     reason: str = ""
+
+
+class ChildWorkflowStarted(EventAttributes):
+    """The child asked for by ``ChildWorkflowInitiated(seq)`` exists and runs."""
+
+    kind: ClassVar[str] = "input"
+    seq: int
+    workflow_id: str
+    run_id: str
+
+
+class ChildWorkflowStartFailed(EventAttributes):
+    """The child could not start: another workflow with its id is running."""
+
+    kind: ClassVar[str] = "input"
+    seq: int
+    workflow_id: str
+    running_run_id: str
+    """The run that holds the id."""
+
+
+class ChildWorkflowCompleted(EventAttributes):
+    """The child returned ``result`` (``run_id``: its last run, after any continue-as-new)."""
+
+    kind: ClassVar[str] = "input"
+    seq: int
+    workflow_id: str
+    run_id: str
+    result: Any = None
+
+
+class ChildWorkflowFailed(EventAttributes):
+    """The child ended otherwise (``status``), after running its own compensations."""
+
+    kind: ClassVar[str] = "input"
+    seq: int
+    workflow_id: str
+    run_id: str
+    status: WorkflowStatus
+    failure: FailureInfo
 
 
 class ActivityScheduled(EventAttributes):
@@ -146,6 +214,25 @@ class TimerCancelled(EventAttributes):
     seq: int
 
 
+class ChildWorkflowInitiated(EventAttributes):
+    """The code started a child workflow; the coordinator creates it after the commit."""
+
+    kind: ClassVar[str] = "command"
+    seq: int
+    workflow_id: str
+    workflow_type: str
+    run_id: str
+    args: list[Any]
+    execution_timeout: float | None = None
+
+
+class ChildWorkflowCancelRequested(EventAttributes):
+    """The code cancelled a child (or was cancelled while awaiting it)."""
+
+    kind: ClassVar[str] = "command"
+    seq: int
+
+
 class MarkerRecorded(EventAttributes):
     """``workflow.patched(id)`` took the new code path here."""
 
@@ -175,6 +262,14 @@ class WorkflowCancelled(EventAttributes):
     compensated: bool = False
 
 
+class WorkflowContinuedAsNew(EventAttributes):
+    """The run ended by starting a fresh one under the same id with ``args``."""
+
+    kind: ClassVar[str] = "command"
+    args: list[Any]
+    new_run_id: str
+
+
 class ActivityAttemptFailed(EventAttributes):
     """One attempt failed and a retry is due at ``next_attempt_at``."""
 
@@ -183,6 +278,8 @@ class ActivityAttemptFailed(EventAttributes):
     failure: FailureInfo
     next_attempt_at: datetime
     heartbeat_details: list[Any] = []
+    started_at: datetime | None = None
+    worker: str = ""
 
 
 class WorkflowTerminated(EventAttributes):
@@ -204,14 +301,21 @@ EVENT_TYPES: dict[str, type[EventAttributes]] = {
         TimerFired,
         WorkflowSignaled,
         WorkflowCancelRequested,
+        ChildWorkflowStarted,
+        ChildWorkflowStartFailed,
+        ChildWorkflowCompleted,
+        ChildWorkflowFailed,
         ActivityScheduled,
         ActivityCancelRequested,
         TimerStarted,
         TimerCancelled,
         MarkerRecorded,
+        ChildWorkflowInitiated,
+        ChildWorkflowCancelRequested,
         WorkflowCompleted,
         WorkflowFailed,
         WorkflowCancelled,
+        WorkflowContinuedAsNew,
         ActivityAttemptFailed,
         WorkflowTerminated,
         WorkflowTimedOut,
@@ -222,15 +326,19 @@ CLOSING_EVENTS: tuple[type[EventAttributes], ...] = (
     WorkflowCompleted,
     WorkflowFailed,
     WorkflowCancelled,
+    WorkflowContinuedAsNew,
     WorkflowTerminated,
     WorkflowTimedOut,
 )
 
 
-class HistoryEvent(BaseModel):
-    """One event of a workflow's history."""
+@dataclass(frozen=True, slots=True)
+class HistoryEvent:
+    """One event of a workflow's history.
 
-    model_config = ConfigDict(frozen=True)
+    A plain dataclass, not a pydantic model: a cache miss rebuilds thousands of these, and
+    the attributes are already validated models.
+    """
 
     event_id: int
     timestamp: datetime
@@ -247,7 +355,8 @@ class HistoryEvent(BaseModel):
             "event_id": self.event_id,
             "type": self.type,
             "timestamp": self.timestamp.isoformat(),
-            "attributes": self.attributes.model_dump(mode="json"),
+            # Unset fields stay out, so a file exported before a field existed round-trips.
+            "attributes": self.attributes.model_dump(mode="json", exclude_unset=True),
         }
 
     @classmethod
@@ -259,11 +368,7 @@ class HistoryEvent(BaseModel):
             attr_cls = EVENT_TYPES[type]
         except KeyError:
             raise ValueError(f"unknown history event type {type!r}") from None
-        return cls.model_construct(
-            event_id=event_id,
-            timestamp=timestamp,
-            attributes=attr_cls.model_validate(attributes),
-        )
+        return cls(event_id, timestamp, attr_cls.model_validate(attributes))
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> HistoryEvent:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict
 
 from saga.failure import FailureInfo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 
 
 class _Message(BaseModel):
@@ -73,3 +73,32 @@ class WorkflowClosedNotice(_Message):
     workflow_id: str
     run_id: str
     status: str
+
+
+class QueryRequest(_Message):
+    """A client's question to the coordinators about one workflow's current state.
+
+    Any coordinator may answer: from its live instance, or by replaying the history.
+    ``reply_to`` names where the answer goes (the asking client's private queue).
+    """
+
+    request_id: str
+    workflow_id: str
+    query: str
+    args: list[Any] = []
+    reply_to: str = ""
+
+
+class QueryReply(_Message):
+    """The answer to a :class:`QueryRequest`: a result, or why there is none.
+
+    ``error_type`` is ``not_found`` (no such workflow), ``invalid_arguments`` (unknown
+    query or bad arguments) or ``failed`` (the workflow cannot run here, or the handler
+    raised); empty on success.
+    """
+
+    request_id: str
+    ok: bool
+    result: Any = None
+    error_type: Literal["", "not_found", "invalid_arguments", "failed"] = ""
+    error: str = ""

@@ -5,6 +5,10 @@ Example:
     ...                                activities=[reserve_car, cancel_car],
     ...                                time_skipping=True) as env:
     ...     result = await env.client.execute_workflow(TripBooking.run, "alice")
+
+Also here (see docs/testing.md): :func:`explore`, the failure explorer;
+:class:`Replayer` and :func:`replay_folder`, to replay production histories in CI;
+:class:`ActivityEnvironment`, to run one activity with a fake ``activity.info()``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,30 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from saga.clock import Clock, SkippingClock, SystemClock
+from saga.activity_environment import ActivityEnvironment
 from saga.client import Client
+from saga.clock import Clock, SkippingClock, SystemClock
 from saga.coordinator import Coordinator
+from saga.explore import ActivityCall, ExploreReport, Outcome, PointResult, explore
+from saga.replayer import HistoryCase, Replayer, ReplayResult, replay_folder
 from saga.store.base import open_store
+from saga.tracing import Telemetry
 from saga.transports.memory import MemoryBroker, MemoryTransport
 from saga.worker import Worker
+
+__all__ = [
+    "ActivityCall",
+    "ActivityEnvironment",
+    "ExploreReport",
+    "HistoryCase",
+    "Outcome",
+    "PointResult",
+    "ReplayResult",
+    "Replayer",
+    "WorkflowEnvironment",
+    "explore",
+    "replay_folder",
+]
 
 
 class WorkflowEnvironment:
@@ -43,8 +65,10 @@ class WorkflowEnvironment:
         time_skipping: bool = False,
         worker_concurrency: int = 100,
         sweep_interval: float = 5.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.broker = MemoryBroker()
+        self.telemetry = telemetry or Telemetry()
         self.store = open_store(database_url)
         self.clock: Clock = SkippingClock(self._idle) if time_skipping else SystemClock()
         self.coordinator = Coordinator(
@@ -54,17 +78,24 @@ class WorkflowEnvironment:
             clock=self.clock,
             sweep_interval=sweep_interval,
             migrate=True,
+            telemetry=self.telemetry,
         )
         self.worker = (
             Worker(
                 activities=activities,
                 transport=MemoryTransport(self.broker),
                 concurrency=worker_concurrency,
+                telemetry=self.telemetry,
             )
             if activities
             else None
         )
-        self.client = Client(self.store, MemoryTransport(self.broker), workflows=workflows)
+        self.client = Client(
+            self.store,
+            MemoryTransport(self.broker),
+            workflows=workflows,
+            telemetry=self.telemetry,
+        )
 
     def _idle(self) -> bool:
         return self.broker.idle() and self.coordinator.idle()

@@ -22,9 +22,16 @@ from typing import Any
 from saga import activity as activity_api
 from saga.activity import ActivityContext, ActivityDefinition, ActivityInfo
 from saga.config import Settings
-from saga.errors import ApplicationError, InvalidArgumentsError, PayloadError, TimeoutError, TimeoutKind
+from saga.errors import (
+    ApplicationError,
+    InvalidArgumentsError,
+    PayloadError,
+    TimeoutError,
+    TimeoutKind,
+)
 from saga.failure import to_failure
 from saga.messages import ResultMessage, TaskMessage
+from saga.tracing import Telemetry
 from saga.transports.base import Subscription, Transport, open_transport
 
 log = logging.getLogger("saga.worker")
@@ -53,14 +60,19 @@ class Worker:
         queues: Sequence[str] | None = None,
         concurrency: int = 100,
         drain_timeout: float = 10.0,
+        telemetry: Telemetry | None = None,
     ) -> None:
+        self.telemetry = telemetry or Telemetry()
+        self.telemetry.observe_dead_letters(lambda: getattr(self.transport, "dead_lettered", 0))
         self.definitions: dict[str, ActivityDefinition] = {}
         for fn in activities:
             d = activity_api.definition_of(fn)
             self.definitions[d.name] = d
         all_queues = sorted({d.queue for d in self.definitions.values()})
         self.queues = list(queues) if queues else all_queues
-        self.transport = transport or open_transport(Settings.resolve(broker_url=broker_url).broker_url)
+        self.transport = transport or open_transport(
+            Settings.resolve(broker_url=broker_url).broker_url
+        )
         self._owns_transport = transport is None
         self.concurrency = concurrency
         self.drain_timeout = drain_timeout
@@ -87,13 +99,26 @@ class Worker:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Drain: stop taking tasks, let running ones finish within ``drain_timeout``."""
+        """Drain: stop taking tasks, let running ones finish within ``drain_timeout``.
+
+        Tasks delivered meanwhile are held unacknowledged, and go back to the queue
+        (for another worker) with those still running when the time is up.
+        """
         self._draining = True
         if self._running:
+            log.info(
+                "draining %d running activities (up to %gs)",
+                len(self._running),
+                self.drain_timeout,
+                extra={"worker": self.identity},
+            )
             _, late = await asyncio.wait(set(self._running), timeout=self.drain_timeout)
             if late:
-                log.warning("cancelling %d activities at shutdown; they will be redelivered",
-                            len(late))
+                log.warning(
+                    "cancelling %d activities at shutdown; they will be redelivered",
+                    len(late),
+                    extra={"worker": self.identity},
+                )
         if self._subscription is not None:
             await self._subscription.cancel()
             self._subscription = None
@@ -112,7 +137,10 @@ class Worker:
 
     async def _on_task(self, task: TaskMessage) -> None:
         if self._draining:
-            raise RuntimeError("worker is shutting down")  # not acked: goes back to the queue
+            # Not started, not acknowledged: cancelling the subscription at the end of the
+            # drain hands it back to the broker. (Failing it would only have the broker
+            # offer it to this worker again, and again, until then.)
+            await asyncio.Future()
         current = asyncio.current_task()
         if current is not None:
             self._running.add(current)
@@ -124,8 +152,32 @@ class Worker:
                 self._running.discard(current)
 
     async def execute(self, task: TaskMessage) -> ResultMessage:
-        """Run one attempt and describe its outcome (never raises for activity errors)."""
+        """Run one attempt and describe its outcome (never raises for activity errors).
+
+        The attempt runs inside a ``RunActivity`` span whose parent came in the task's
+        headers, so spans the activity makes itself join the saga's trace.
+        """
         started = datetime.now(UTC)
+        with self.telemetry.run_activity(
+            task.headers,
+            activity=task.activity,
+            workflow_id=task.workflow_id,
+            run_id=task.run_id,
+            seq=task.seq,
+            attempt=task.attempt,
+            queue=task.queue,
+            compensation=task.compensation,
+            schedule_to_start_ms=max(0.0, (started - task.scheduled_at).total_seconds() * 1000),
+        ) as finish:
+            result = await self._attempt(task, started)
+            finish(result.failure)
+        self.telemetry.step_latency.record(
+            (datetime.now(UTC) - started).total_seconds() * 1000,
+            {"saga.activity": task.activity, "saga.queue": task.queue},
+        )
+        return result
+
+    async def _attempt(self, task: TaskMessage, started: datetime) -> ResultMessage:
         ctx: ActivityContext | None = None
         try:
             definition = self.definitions.get(task.activity)
@@ -139,18 +191,34 @@ class Worker:
             try:
                 args = definition.signature.decode_args(task.args)
             except InvalidArgumentsError as exc:
-                raise ApplicationError(str(exc), type="InvalidArguments", non_retryable=True) from exc
+                raise ApplicationError(
+                    str(exc), type="InvalidArguments", non_retryable=True
+                ) from exc
             ctx = ActivityContext(_info(task, started))
             value = await _run_with_timeout(definition, args, ctx, task.start_to_close_timeout)
             encoded = definition.signature.encode_result(value)
+            # Check the result fits the declared type here, where it fails this step,
+            # rather than in the workflow, where it could only leave the workflow stuck.
+            definition.signature.decode_result(encoded)
         except asyncio.CancelledError:
             raise
         except PayloadError as exc:
-            return self._failed(task, started, ApplicationError(str(exc), type="PayloadError",
-                                                                non_retryable=True), ctx)
+            return self._failed(
+                task,
+                started,
+                ApplicationError(str(exc), type="PayloadError", non_retryable=True),
+                ctx,
+            )
         except Exception as exc:
-            log.info("activity attempt failed: %s", exc, extra={
-                "workflow_id": task.workflow_id, "activity": task.activity, "attempt": task.attempt})
+            log.info(
+                "activity attempt failed: %s",
+                exc,
+                extra={
+                    "workflow_id": task.workflow_id,
+                    "activity": task.activity,
+                    "attempt": task.attempt,
+                },
+            )
             return self._failed(task, started, exc, ctx)
         return ResultMessage(
             kind="completed",
@@ -201,7 +269,7 @@ def _info(task: TaskMessage, started: datetime) -> ActivityInfo:
 
 
 async def _run_with_timeout(
-    definition: ActivityDefinition, args: list[Any], ctx: ActivityContext, timeout: float | None
+    definition: ActivityDefinition, args: list[Any], ctx: ActivityContext, limit: float | None
 ) -> Any:
     async def call() -> Any:
         token = activity_api.use_context(ctx)
@@ -213,12 +281,12 @@ async def _run_with_timeout(
         finally:
             activity_api.reset_context(token)
 
-    if timeout is None:
+    if limit is None:
         return await call()
     try:
-        return await asyncio.wait_for(call(), timeout)
-    except asyncio.TimeoutError as exc:
+        return await asyncio.wait_for(call(), limit)
+    except asyncio.TimeoutError as exc:  # noqa: UP041 - the builtin is shadowed here
         raise TimeoutError(
-            f"activity {definition.name!r} exceeded its start-to-close timeout of {timeout}s",
+            f"activity {definition.name!r} exceeded its start-to-close timeout of {limit}s",
             kind=TimeoutKind.START_TO_CLOSE,
         ) from exc

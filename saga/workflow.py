@@ -18,24 +18,34 @@ from __future__ import annotations
 import asyncio
 import inspect
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, overload
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
-from saga._runtime.instance import WorkflowInfo, WorkflowInstance
+from saga._runtime.instance import (
+    ContinueAsNewError,
+    PendingChild,
+    WorkflowInfo,
+    WorkflowInstance,
+)
 from saga._runtime.loop import WorkflowLoop
-from saga.activity import ActivityDefinition, definition_of as activity_definition_of
-from saga.converter import Signature
+from saga.activity import ActivityDefinition
+from saga.activity import definition_of as activity_definition_of
+from saga.converter import Signature, to_json_value
 from saga.errors import InvalidArgumentsError, SagaError
-from saga.history import ActivityScheduled
+from saga.history import ActivityScheduled, ChildWorkflowInitiated
 from saga.retry import RetryPolicy
 
 __all__ = [
+    "ChildWorkflowHandle",
+    "ContinueAsNewError",
     "WorkflowDefinition",
     "WorkflowInfo",
+    "continue_as_new",
     "defn",
     "execute_activity",
+    "execute_child_workflow",
     "gather",
     "info",
     "now",
@@ -45,6 +55,7 @@ __all__ = [
     "run",
     "signal",
     "sleep",
+    "start_child_workflow",
     "uuid4",
     "wait_condition",
 ]
@@ -134,9 +145,7 @@ def _members(cls: type) -> dict[str, Any]:
 
 def _class_definition(cls: type, name: str | None) -> WorkflowDefinition:
     members = _members(cls)  # handlers may be inherited from a base class
-    run_fns = [
-        m for m in members.values() if callable(m) and getattr(m, "__saga_run__", False)
-    ]
+    run_fns = [m for m in members.values() if callable(m) and getattr(m, "__saga_run__", False)]
     if len(run_fns) != 1:
         raise TypeError(f"workflow class {cls.__name__} needs exactly one @workflow.run method")
     run_fn = run_fns[0]
@@ -147,7 +156,9 @@ def _class_definition(cls: type, name: str | None) -> WorkflowDefinition:
         if not callable(member):
             continue
         if sig_name := getattr(member, "__saga_signal__", None):
-            signals[sig_name] = HandlerDefinition(sig_name, member, Signature(member, skip_self=True))
+            signals[sig_name] = HandlerDefinition(
+                sig_name, member, Signature(member, skip_self=True)
+            )
         if q_name := getattr(member, "__saga_query__", None):
             queries[q_name] = HandlerDefinition(q_name, member, Signature(member, skip_self=True))
     return WorkflowDefinition(
@@ -273,7 +284,9 @@ async def sleep(duration: timedelta | float) -> None:
 
 
 async def wait_condition(
-    predicate: Callable[[], bool], *, timeout: timedelta | float | None = None
+    predicate: Callable[[], bool],
+    *,
+    timeout: timedelta | float | None = None,  # noqa: ASYNC109 - the API's (and Temporal's) name
 ) -> None:
     """Wait until ``predicate()`` is true; raises ``asyncio.TimeoutError`` after ``timeout``."""
     future = _instance().wait_condition(predicate)
@@ -284,6 +297,164 @@ async def wait_condition(
 
 
 gather = asyncio.gather
+
+
+# --- child workflows and continue-as-new -------------------------------------------------
+class ChildWorkflowHandle(Generic[T]):
+    """A child workflow that started: ``await handle`` (or ``handle.result()``) for its result.
+
+    The child is a workflow of its own (own id, history and row), linked to this one by
+    ``ChildWorkflow*`` events. Awaiting it raises :class:`saga.errors.ChildWorkflowError`
+    when it did not complete; it has then already run its own compensations.
+    """
+
+    def __init__(self, inst: WorkflowInstance, child: PendingChild, run_id: str) -> None:
+        self._inst = inst
+        self._child = child
+        self.id = child.workflow_id
+        """The child's workflow id."""
+        self.first_run_id = run_id
+        """The child's first run (a later one, after continue-as-new, keeps the id)."""
+
+    async def result(self) -> T:
+        """Wait for the child to end; its result, or ChildWorkflowError.
+
+        If the waiting task is cancelled (this workflow is being cancelled, say), the
+        child is asked to cancel too, and the wait goes on until it has ended (and
+        compensated); then the cancellation goes on here.
+        """
+        value: T = await _child_wait(self._inst, self._child, self._child.result)
+        return value
+
+    def __await__(self) -> Generator[Any, None, T]:
+        return self.result().__await__()
+
+    def cancel(self) -> None:
+        """Ask the child to cancel; its outcome (CANCELLED, usually) still comes back."""
+        self._inst.cancel_child(self._child)
+
+
+async def _child_wait(
+    inst: WorkflowInstance, child: PendingChild, future: asyncio.Future[Any]
+) -> Any:
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        inst.cancel_child(child)  # (nothing to do if it has ended)
+        while not child.result.done():  # the child's end (and compensations) first
+            try:
+                await asyncio.shield(child.result)
+            except asyncio.CancelledError:
+                continue
+            except BaseException:
+                break  # its failure: this task is being cancelled all the same
+        raise
+
+
+@overload
+async def start_child_workflow(
+    workflow: Callable[..., Awaitable[T]],
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> ChildWorkflowHandle[T]: ...
+@overload
+async def start_child_workflow(
+    workflow: type | str,
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> ChildWorkflowHandle[Any]: ...
+async def start_child_workflow(
+    workflow: Any,
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> ChildWorkflowHandle[Any]:
+    """Start a child workflow and return its handle once it runs.
+
+    ``workflow`` is a workflow class, its run method, a workflow function, or a type
+    name (then the arguments are not checked here). ``id`` defaults to one derived
+    from this workflow's id. Raises WorkflowAlreadyStartedError if ``id`` is running.
+
+    Rule for sagas: a child compensates its own steps when it fails or is cancelled,
+    *before* its parent hears of it; a child that completed is undone by its parent
+    only through a compensation the parent registered, for instance another child
+    workflow: ``saga.add_compensation(partial(workflow.execute_child_workflow,
+    id=...), Refund.run, x)``.
+    Cancelling the parent cancels the children it waits for; children still running
+    when the parent closes are asked to cancel.
+    """
+    inst = _instance()
+    definition: WorkflowDefinition | None = None
+    if isinstance(workflow, str):
+        name = workflow
+        try:
+            encoded = [to_json_value(a) for a in args]
+        except Exception as exc:
+            raise InvalidArgumentsError(f"workflow {name}", str(exc)) from exc
+    else:
+        definition = definition_of(workflow)
+        name = definition.name
+        encoded = definition.signature.encode_args(args)
+    seq = inst.next_seq()
+    run_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"saga:{inst.run_id}:child:{seq}"))
+    command = ChildWorkflowInitiated(
+        seq=seq,
+        workflow_id=id or f"{inst.workflow_id}/{name}-{run_id[:8]}",
+        workflow_type=name,
+        run_id=run_id,
+        args=encoded,
+        execution_timeout=_seconds(execution_timeout),
+    )
+    child = inst.start_child(command, definition.signature if definition else None)
+    started = await _child_wait(inst, child, child.started)
+    return ChildWorkflowHandle(inst, child, started)
+
+
+@overload
+async def execute_child_workflow(
+    workflow: Callable[..., Awaitable[T]],
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> T: ...
+@overload
+async def execute_child_workflow(
+    workflow: type | str,
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> Any: ...
+async def execute_child_workflow(
+    workflow: Any,
+    *args: Any,
+    id: str | None = None,
+    execution_timeout: timedelta | float | None = None,
+) -> Any:
+    """Start a child workflow and wait for its result (see :func:`start_child_workflow`).
+
+    Example:
+        >>> receipt = await workflow.execute_child_workflow(
+        ...     ChargeCustomer.run, order, id=f"charge-{order.id}"
+        ... )
+    """
+    handle = await start_child_workflow(workflow, *args, id=id, execution_timeout=execution_timeout)
+    return await handle
+
+
+def continue_as_new(*args: Any) -> NoReturn:
+    """End this run and start a fresh one, same workflow id, new run id, with ``args``.
+
+    The history starts again from ``WorkflowStarted``, so a workflow that loops for
+    ever (a subscription, a poller) stays cheap to replay: carry its state in ``args``.
+    Do it when ``workflow.info().history_length`` passes a few thousand events
+    (``describe()`` warns past ``HISTORY_WARNING_THRESHOLD``). Signals not yet applied
+    stay for the next run; children still running are asked to cancel.
+    """
+    inst = _instance()
+    definition = inst.definition
+    raise ContinueAsNewError(definition.signature.encode_args(args))
 
 
 def now() -> datetime:

@@ -184,6 +184,12 @@ class FaultTransport:
     async def subscribe_notices(self, handler: Any) -> Subscription:
         return await self.inner.subscribe_notices(handler)
 
+    async def request_query(self, request: Any, *, timeout: float) -> Any:  # noqa: ASYNC109
+        return await self.inner.request_query(request, timeout=timeout)
+
+    async def serve_queries(self, handler: Any) -> Subscription:
+        return await self.inner.serve_queries(handler)
+
 
 # --- the coordinator's store -----------------------------------------------------------------
 class CrashingStore:

@@ -49,6 +49,7 @@ from saga.history import (
 )
 from saga.messages import ResultMessage, TaskMessage
 from saga.store.base import InboxRow, TimerKind, TimerRow, WorkflowRecord, WorkflowWrite
+from saga.tracing import Telemetry
 from saga.workflow import WorkflowDefinition
 
 
@@ -131,6 +132,10 @@ class Execution:
         self.parent_notified = False
         self.continued: WorkflowRecord | None = None
         """The next run, when this one continued as new (created by the commit)."""
+        self.telemetry: Telemetry | None = None
+        """Set by the coordinator: spans for new events (never for replayed ones)."""
+        self.trace: dict[str, str] = {}
+        """Context of the RunWorkflow span, kept in WorkflowStarted: later spans join it."""
 
     # --- rebuilding from history ---------------------------------------------------
     @classmethod
@@ -168,6 +173,7 @@ class Execution:
         a = event.attributes
         if isinstance(a, WorkflowStarted):
             self.started = True
+            self.trace = a.trace_context
             self.parent = a.parent
         elif isinstance(a, ActivityScheduled):
             self.activities[a.seq] = ActivityState(a, event.timestamp)
@@ -212,9 +218,7 @@ class Execution:
         self.inbox_applied.clear()
 
     def _append(self, attrs: EventAttributes, now: datetime) -> HistoryEvent:
-        event = HistoryEvent.model_construct(
-            event_id=self.next_event_id, timestamp=now, attributes=attrs
-        )
+        event = HistoryEvent(event_id=self.next_event_id, timestamp=now, attributes=attrs)
         self.next_event_id += 1
         self._note(event)
         self._write().events.append(event)
@@ -253,11 +257,24 @@ class Execution:
             self._close(WorkflowStatus.CANCELLED, now, error=cancelled)
 
     def _close(
-        self, status: WorkflowStatus, now: datetime, *, result: Any = None,
+        self,
+        status: WorkflowStatus,
+        now: datetime,
+        *,
+        result: Any = None,
         error: FailureInfo | None = None,
     ) -> None:
         self.closed = True
         self.outcome = (status, result, error)
+        if self.telemetry is not None:
+            self.telemetry.complete_workflow(
+                self.trace,
+                workflow_type=self.record.workflow_type,
+                workflow_id=self.workflow_id,
+                run_id=self.run_id,
+                status=status.value,
+                error=error,
+            )
         if self.parent is not None and status is not WorkflowStatus.CONTINUED_AS_NEW:
             self._close_child_run(now)
             return
@@ -341,7 +358,22 @@ class Execution:
             heartbeat_timeout=c.heartbeat_timeout,
             compensation=c.compensation,
             heartbeat_details=state.heartbeat_details,
-            headers=self.record.trace_context,
+            headers=self._dispatch_span(state),
+        )
+
+    def _dispatch_span(self, state: ActivityState) -> dict[str, str]:
+        if self.telemetry is None:
+            return self.trace
+        c = state.command
+        return self.telemetry.start_activity(
+            self.trace,
+            activity=c.activity,
+            workflow_id=self.workflow_id,
+            run_id=self.run_id,
+            seq=c.seq,
+            attempt=state.attempt,
+            queue=c.queue,
+            compensation=c.compensation,
         )
 
     def _timer(self, kind: TimerKind, seq: int, due: datetime, attempt: int = 0) -> TimerRow:
@@ -364,6 +396,11 @@ class Execution:
         self._drop_timer(TimerKind.RETRY, seq)
         self._drop_timer(TimerKind.SCHEDULE_TO_CLOSE, seq)
 
+    def _signaled(self, name: str, args: list[Any]) -> WorkflowSignaled:
+        if self.telemetry is not None:
+            self.telemetry.event(f"Signal:{name}", self.trace, signal=name)
+        return WorkflowSignaled(name=name, args=args)
+
     # --- inputs ------------------------------------------------------------------------
     def on_start(self, now: datetime, inbox: Sequence[InboxRow] = ()) -> None:
         """Record WorkflowStarted and run the code until it first blocks.
@@ -379,12 +416,17 @@ class Execution:
         if rec.execution_timeout is not None:
             due = rec.start_time + timedelta(seconds=rec.execution_timeout)
             self._write().timers_add.append(self._timer(TimerKind.WORKFLOW_TIMEOUT, 0, due))
+        trace = rec.trace_context
+        if self.telemetry is not None:
+            trace = self.telemetry.run_workflow(
+                rec.trace_context, rec.workflow_type, rec.workflow_id, rec.run_id
+            )
         self._input(
             WorkflowStarted(
                 workflow_type=rec.workflow_type,
                 args=rec.input,
                 run_id=rec.run_id,
-                trace_context=rec.trace_context,
+                trace_context=trace,
                 execution_timeout=rec.execution_timeout,
                 parent=self.parent,
             ),
@@ -400,7 +442,16 @@ class Execution:
             return False
         if msg.kind == "completed":
             self._end_step(msg.seq)
-            self._input(ActivityCompleted(seq=msg.seq, attempt=msg.attempt, result=msg.result), now)
+            self._input(
+                ActivityCompleted(
+                    seq=msg.seq,
+                    attempt=msg.attempt,
+                    result=msg.result,
+                    started_at=msg.started_at,
+                    worker=msg.worker,
+                ),
+                now,
+            )
             return True
         failure = msg.failure or FailureInfo(message="unknown failure", type="Error")
         policy = state.command.retry_policy
@@ -423,13 +474,24 @@ class Execution:
                     failure=failure,
                     next_attempt_at=retry_at,
                     heartbeat_details=msg.heartbeat_details,
+                    started_at=msg.started_at,
+                    worker=msg.worker,
                 ),
                 now,
             )
             write.timers_add.append(self._timer(TimerKind.RETRY, msg.seq, retry_at, state.attempt))
             return True
         self._end_step(msg.seq)
-        self._input(ActivityFailed(seq=msg.seq, attempt=msg.attempt, failure=failure), now)
+        self._input(
+            ActivityFailed(
+                seq=msg.seq,
+                attempt=msg.attempt,
+                failure=failure,
+                started_at=msg.started_at,
+                worker=msg.worker,
+            ),
+            now,
+        )
         return True
 
     def on_timer(self, timer: TimerRow, now: datetime) -> bool:
@@ -442,6 +504,8 @@ class Execution:
             if timer.seq not in self.timers:
                 return False
             self._write().timers_delete.append((TimerKind.TIMER, timer.seq))
+            if self.telemetry is not None:
+                self.telemetry.event("FireTimer", self.trace, seq=timer.seq)
             self._input(TimerFired(seq=timer.seq), now)
             return True
         if timer.kind is TimerKind.WORKFLOW_TIMEOUT:
@@ -487,9 +551,7 @@ class Execution:
         if row.kind == "result":
             self.on_result(ResultMessage.model_validate(row.payload), now)
         elif row.kind == "signal":
-            self._input(
-                WorkflowSignaled(name=row.payload["name"], args=row.payload.get("args", [])), now
-            )
+            self._input(self._signaled(row.payload["name"], row.payload.get("args", [])), now)
         elif row.kind == "cancel":
             self._input(WorkflowCancelRequested(reason=row.payload.get("reason", "")), now)
         elif row.kind == "child_result":
@@ -511,14 +573,16 @@ class Execution:
         c = child.command
         self._input(ChildWorkflowStarted(seq=seq, workflow_id=c.workflow_id, run_id=c.run_id), now)
 
-    def on_child_start_failed(self, seq: int, reason: str, now: datetime) -> None:
-        """The child's id is taken by another running workflow."""
+    def on_child_start_failed(self, seq: int, running_run_id: str, now: datetime) -> None:
+        """The child's id is taken by another running workflow (run ``running_run_id``)."""
         child = self.children.get(seq)
         self._drop_timer(TimerKind.CHILD_START, seq)
         if self.closed or child is None or child.started:
             return
         self._input(
-            ChildWorkflowStartFailed(seq=seq, workflow_id=child.command.workflow_id, reason=reason),
+            ChildWorkflowStartFailed(
+                seq=seq, workflow_id=child.command.workflow_id, running_run_id=running_run_id
+            ),
             now,
         )
 
@@ -544,7 +608,9 @@ class Execution:
         if status is WorkflowStatus.COMPLETED:
             self._input(
                 ChildWorkflowCompleted(
-                    seq=seq, workflow_id=child.command.workflow_id, run_id=run_id,
+                    seq=seq,
+                    workflow_id=child.command.workflow_id,
+                    run_id=run_id,
                     result=p.get("result"),
                 ),
                 now,
@@ -558,7 +624,10 @@ class Execution:
         )
         self._input(
             ChildWorkflowFailed(
-                seq=seq, workflow_id=child.command.workflow_id, run_id=run_id, status=status,
+                seq=seq,
+                workflow_id=child.command.workflow_id,
+                run_id=run_id,
+                status=status,
                 failure=failure,
             ),
             now,

@@ -149,7 +149,7 @@ class WorkflowInstance:
         self.definition = definition
         self.workflow_id = workflow_id
         self.run_id = run_id
-        self.loop = WorkflowLoop(self)
+        self.loop = WorkflowLoop(self)  # type: ignore[abstract]  # no I/O methods, on purpose
         self.random = random.Random(uuid.UUID(run_id).int if _is_uuid(run_id) else run_id)
         self.compensations = _Compensations()
         self.closed = False
@@ -277,7 +277,9 @@ class WorkflowInstance:
             return
         del self._children[attrs.seq]
         if isinstance(attrs, ChildWorkflowStartFailed):
-            exc: BaseException = errors.WorkflowAlreadyStartedError(attrs.workflow_id, attrs.reason)
+            exc: BaseException = errors.WorkflowAlreadyStartedError(
+                attrs.workflow_id, attrs.running_run_id
+            )
             for future in (child.started, child.result):
                 if not future.done():
                     future.set_exception(exc)
@@ -409,7 +411,17 @@ class WorkflowInstance:
         self._nondeterminism = self._nondeterminism or err
         raise err
 
+    @property
+    def querying(self) -> bool:
+        """True while a query handler runs: nothing may change, nothing may be decided."""
+        return self._querying
+
+    def _refuse_in_query(self, what: str) -> None:
+        if self._querying:
+            raise errors.SagaError(f"a query handler tried to {what}; queries only read state")
+
     def next_seq(self) -> int:
+        self._refuse_in_query("start a step, a timer or a child workflow")
         self._seq += 1
         return self._seq
 
@@ -438,6 +450,7 @@ class WorkflowInstance:
         return seq
 
     def cancel_timer(self, seq: int) -> None:
+        self._refuse_in_query("cancel a timer")
         if self._timers.pop(seq, None) is not None:
             self._emit(TimerCancelled(seq=seq))
 
@@ -458,6 +471,7 @@ class WorkflowInstance:
 
     def cancel_child(self, child: PendingChild) -> None:
         """Ask a child to cancel (once); its outcome still arrives as an input."""
+        self._refuse_in_query("cancel a child workflow")
         if child.cancel_requested or child.result.done():
             return
         child.cancel_requested = True
@@ -478,6 +492,7 @@ class WorkflowInstance:
         return taken
 
     def wait_condition(self, predicate: Callable[[], bool]) -> asyncio.Future[None]:
+        self._refuse_in_query("wait")
         future: asyncio.Future[None] = self.loop.create_future()
         if predicate():
             future.set_result(None)
@@ -501,9 +516,11 @@ class WorkflowInstance:
         if self._object is None:
             raise errors.QueryFailedError(self.workflow_id, name, "the workflow has not started")
         # On the workflow's loop, so workflow.now() and info() work; any command the
-        # handler tries (a step, a timer) is refused by _emit.
+        # handler tries (a step, a timer, a task) is refused, and the random numbers it
+        # draws are given back, so the next activation decides as replay will.
         outer = asyncio.events._get_running_loop()
         asyncio.events._set_running_loop(self.loop)
+        random_state = self.random.getstate()
         self._querying = True
         try:
             value = handler.fn(self._object, *decoded)
@@ -523,6 +540,7 @@ class WorkflowInstance:
             ) from exc
         finally:
             self._querying = False
+            self.random.setstate(random_state)
             asyncio.events._set_running_loop(outer)
 
     def dispose(self) -> None:
@@ -563,4 +581,3 @@ def _is_uuid(text: str) -> bool:
     except ValueError:
         return False
     return True
-

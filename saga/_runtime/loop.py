@@ -16,6 +16,8 @@ import weakref
 from collections.abc import Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from saga.errors import SagaError
+
 if TYPE_CHECKING:
     from saga._runtime.instance import WorkflowInstance
 
@@ -65,7 +67,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
             asyncio.events._set_running_loop(outer)
 
     # --- scheduling ----------------------------------------------------------------
-    def call_soon(
+    def call_soon(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -76,7 +78,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         self._ready.append(handle)
         return handle
 
-    def call_soon_threadsafe(
+    def call_soon_threadsafe(  # type: ignore[override]
         self,
         callback: Callable[..., object],
         *args: Any,
@@ -84,7 +86,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     ) -> asyncio.Handle:
         raise RuntimeError("workflow code cannot use threads")
 
-    def call_later(
+    def call_later(  # type: ignore[override]
         self,
         delay: float,
         callback: Callable[..., object],
@@ -96,7 +98,7 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         handle.seq = self.instance.start_timer(max(0.0, delay), handle)
         return handle
 
-    def call_at(
+    def call_at(  # type: ignore[override]
         self,
         when: float,
         callback: Callable[..., object],
@@ -123,6 +125,10 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
         name: str | None = None,
         context: contextvars.Context | None = None,
     ) -> asyncio.Task[T]:
+        if self.instance.querying:
+            if hasattr(coro, "close"):
+                coro.close()
+            raise SagaError("a query handler tried to start a task; queries only read state")
         task = asyncio.Task(coro, loop=self, name=name, context=context)
         self.tasks.add(task)
         return task
@@ -148,8 +154,11 @@ class WorkflowLoop(asyncio.AbstractEventLoop):
     def call_exception_handler(self, context: dict[str, Any]) -> None:
         # Called for errors nobody retrieved, possibly from __del__ at an arbitrary
         # moment: log only, never let it change what the workflow does.
-        log.warning("unhandled error in workflow code: %s", context.get("message"),
-                    exc_info=context.get("exception"))
+        log.warning(
+            "unhandled error in workflow code: %s",
+            context.get("message"),
+            exc_info=context.get("exception"),
+        )
 
     def default_exception_handler(self, context: dict[str, Any]) -> None:
         self.call_exception_handler(context)

@@ -24,6 +24,7 @@ from saga.errors import TransportError
 from saga.transports._amqp_topology import (
     EXCHANGE,
     NOTICES_EXCHANGE,
+    declare_queries_queue,
     declare_topology,
     declare_work_queue,
 )
@@ -46,6 +47,8 @@ class Source:
 
     queue: str | None
     """A work queue name, or None for a fresh exclusive queue bound to ``saga.notices``."""
+    transient: bool = False
+    """``queue`` is ``saga.queries``: not durable, no dead-lettering (see the topology)."""
 
 
 def message_fields(envelope: BaseModel) -> dict[str, Any]:
@@ -96,6 +99,8 @@ class Consumer(Generic[M]):
                 if source.queue is None:
                     queue = await channel.declare_queue(exclusive=True, auto_delete=True)
                     await queue.bind(exchanges[NOTICES_EXCHANGE], routing_key="")
+                elif source.transient:
+                    queue = await declare_queries_queue(channel)
                 else:
                     queue = await declare_work_queue(channel, exchanges[EXCHANGE], source.queue)
                 await queue.consume(self._deliverer(source.queue or NOTICES_EXCHANGE))

@@ -5,6 +5,8 @@
     saga          direct, durable ──<queue name>──► saga.tasks.<queue>, saga.results
     saga.notices  fanout, durable ────────────────► one exclusive auto-delete queue per subscriber
     saga.dlx      fanout, durable ────────────────► saga.dead-letter
+    (default)     direct ──saga.queries───────────► saga.queries (transient, no dead-lettering)
+                  direct ──<reply queue>──────────► one exclusive queue per asking client
 
 Task and result queues name ``saga.dlx`` as their dead-letter exchange, so whatever
 the broker itself dead-letters lands in ``saga.dead-letter`` too. Declarations are
@@ -22,7 +24,12 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage, AbstractQueue
 from pydantic import BaseModel, ConfigDict
 
-from saga.transports.base import DEAD_LETTER_QUEUE, RESULTS_QUEUE, TASK_QUEUE_PREFIX
+from saga.transports.base import (
+    DEAD_LETTER_QUEUE,
+    QUERIES_QUEUE,
+    RESULTS_QUEUE,
+    TASK_QUEUE_PREFIX,
+)
 
 EXCHANGE = "saga"
 NOTICES_EXCHANGE = "saga.notices"
@@ -64,6 +71,15 @@ async def declare_work_queue(
     queue = await channel.declare_queue(name, durable=True, arguments=WORK_QUEUE_ARGUMENTS)
     await queue.bind(exchange, routing_key=name)
     return queue
+
+
+async def declare_queries_queue(channel: AbstractChannel) -> AbstractQueue:
+    """Declare ``saga.queries``: not durable, since a query is answered now or never.
+
+    Requests carry an expiration (their deadline) and the queue has no dead-letter
+    exchange, so a question nobody answered in time just disappears.
+    """
+    return await channel.declare_queue(QUERIES_QUEUE, durable=False)
 
 
 def is_work_queue(name: str) -> bool:

@@ -1,4 +1,8 @@
-"""The transport protocol: four verbs, whatever the broker.
+"""The transport protocol: a few verbs, whatever the broker.
+
+Tasks, results and notices are one-way; queries are a request and its reply
+(``request_query`` / ``serve_queries``), best effort with a deadline: they change
+nothing, so a lost one is simply asked again.
 
 Delivery is at least once. A handler that returns acknowledges its message; one that
 raises leaves it to be delivered again; one that raises :class:`Reject` sends it to the
@@ -12,13 +16,21 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from saga.errors import ConfigurationError, SagaError
-from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+from saga.messages import (
+    QueryReply,
+    QueryRequest,
+    ResultMessage,
+    TaskMessage,
+    WorkflowClosedNotice,
+)
 
 TaskHandler = Callable[[TaskMessage], Awaitable[None]]
 ResultHandler = Callable[[ResultMessage], Awaitable[None]]
 NoticeHandler = Callable[[WorkflowClosedNotice], Awaitable[None]]
+QueryHandler = Callable[[QueryRequest], Awaitable[QueryReply]]
 
 RESULTS_QUEUE = "saga.results"
+QUERIES_QUEUE = "saga.queries"
 TASK_QUEUE_PREFIX = "saga.tasks."
 DEAD_LETTER_QUEUE = "saga.dead-letter"
 
@@ -71,6 +83,15 @@ class Transport(Protocol):
 
     async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:
         """Deliver every notice published from now on."""
+
+    async def request_query(self, request: QueryRequest, *, timeout: float) -> QueryReply:  # noqa: ASYNC109
+        """Ask whichever coordinator serves queries.
+
+        Raises the builtin TimeoutError when no reply comes within ``timeout`` seconds.
+        """
+
+    async def serve_queries(self, handler: QueryHandler) -> Subscription:
+        """Answer query requests with ``handler`` (coordinators; several may serve)."""
 
 
 def open_transport(url: str) -> Transport:

@@ -14,9 +14,16 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
-from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+from saga.messages import (
+    QueryReply,
+    QueryRequest,
+    ResultMessage,
+    TaskMessage,
+    WorkflowClosedNotice,
+)
 from saga.transports.base import (
     NoticeHandler,
+    QueryHandler,
     Reject,
     ResultHandler,
     Subscription,
@@ -37,6 +44,7 @@ class MemoryBroker:
     def __init__(self) -> None:
         self.queues: defaultdict[str, asyncio.Queue[Any]] = defaultdict(asyncio.Queue)
         self.notice_handlers: list[NoticeHandler] = []
+        self.query_servers: list[QueryHandler] = []
         self.dead_letters: list[tuple[Any, str]] = []
         self.in_flight = 0
 
@@ -106,6 +114,17 @@ class _NoticeSubscription:
             self._broker.notice_handlers.remove(self._handler)
 
 
+class _QueryServer:
+    def __init__(self, broker: MemoryBroker, handler: QueryHandler) -> None:
+        self._broker = broker
+        self._handler = handler
+        broker.query_servers.append(handler)
+
+    async def cancel(self) -> None:
+        if self._handler in self._broker.query_servers:
+            self._broker.query_servers.remove(self._handler)
+
+
 _NAMED: weakref.WeakValueDictionary[tuple[str, int], MemoryBroker] = weakref.WeakValueDictionary()
 
 
@@ -117,6 +136,7 @@ class MemoryTransport:
     def __init__(self, broker: MemoryBroker | None = None) -> None:
         self.broker = broker or MemoryBroker()
         self._subscriptions: list[Subscription] = []
+        self._turn = -1
 
     @classmethod
     def named(cls, url: str) -> MemoryTransport:
@@ -164,3 +184,15 @@ class MemoryTransport:
 
     async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:
         return self._track(_NoticeSubscription(self.broker, handler))
+
+    async def request_query(self, request: QueryRequest, *, timeout: float) -> QueryReply:  # noqa: ASYNC109
+        """Ask a coordinator of this broker (in turn); TimeoutError if none answers."""
+        async with asyncio.timeout(timeout):
+            while not self.broker.query_servers:  # noqa: ASYNC110 - one may be starting
+                await asyncio.sleep(0.01)
+            self._turn = (self._turn + 1) % len(self.broker.query_servers)
+            return await self.broker.query_servers[self._turn](request)
+
+    async def serve_queries(self, handler: QueryHandler) -> Subscription:
+        """Answer this broker's queries with ``handler``."""
+        return self._track(_QueryServer(self.broker, handler))

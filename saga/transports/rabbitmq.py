@@ -40,8 +40,15 @@ from aio_pika.exceptions import (
 )
 
 from saga.errors import ConfigurationError, TransportError
-from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
+from saga.messages import (
+    QueryReply,
+    QueryRequest,
+    ResultMessage,
+    TaskMessage,
+    WorkflowClosedNotice,
+)
 from saga.transports._amqp_consumer import Consumer, Source, message_fields, settle
+from saga.transports._amqp_queries import QueryRequester
 from saga.transports._amqp_topology import (
     DEAD_LETTER_EXCHANGE,
     EXCHANGE,
@@ -57,8 +64,10 @@ from saga.transports._amqp_topology import (
 )
 from saga.transports.base import (
     DEAD_LETTER_QUEUE,
+    QUERIES_QUEUE,
     RESULTS_QUEUE,
     NoticeHandler,
+    QueryHandler,
     ResultHandler,
     Subscription,
     TaskHandler,
@@ -69,8 +78,8 @@ __all__ = ["DeadLetter", "RabbitMQTransport"]
 
 log = logging.getLogger("saga.transport.rabbitmq")
 
-_MessageType = Literal["task", "result", "notice"]
-_Envelope = TaskMessage | ResultMessage | WorkflowClosedNotice
+_MessageType = Literal["task", "result", "notice", "reply"]
+_Envelope = TaskMessage | ResultMessage | WorkflowClosedNotice | QueryReply
 
 
 class RabbitMQTransport:
@@ -122,6 +131,7 @@ class RabbitMQTransport:
         self._publisher_lock = asyncio.Lock()
         self._connect_lock = asyncio.Lock()
         self._subscriptions: set[Consumer[Any]] = set()
+        self._queries: QueryRequester | None = None
         self._closed = False
 
     # -- lifecycle ------------------------------------------------------------------
@@ -212,6 +222,9 @@ class RabbitMQTransport:
         subscriptions, self._subscriptions = list(self._subscriptions), set()
         for subscription in subscriptions:
             await subscription.cancel()
+        queries, self._queries = self._queries, None
+        if queries is not None:
+            await queries.aclose()
         connection, self._connection = self._connection, None
         self._publisher = None
         if connection is not None:
@@ -376,6 +389,30 @@ class RabbitMQTransport:
         """Deliver every notice published from now on (a private queue per subscriber)."""
         consumer = Consumer(self, [Source(None)], WorkflowClosedNotice, handler, prefetch=16)
         return await self._subscribe(consumer)
+
+    # -- queries --------------------------------------------------------------------
+
+    async def request_query(self, request: QueryRequest, *, timeout: float) -> QueryReply:  # noqa: ASYNC109
+        """Ask the coordinators (through ``saga.queries``); TimeoutError without a reply."""
+        self._require_connection()
+        if self._queries is None:
+            self._queries = QueryRequester(self)
+        return await self._queries.request(request, timeout)
+
+    async def serve_queries(self, handler: QueryHandler) -> Subscription:
+        """Answer requests from ``saga.queries``; each reply goes to its ``reply_to``."""
+
+        async def answer(request: QueryRequest) -> None:
+            reply = await handler(request)
+            if not request.reply_to:
+                return
+            try:  # best effort: an asker that gave up (and its queue) may be gone
+                await self._publish(reply, "reply", "", request.reply_to, mandatory=False)
+            except TransportError as exc:
+                log.warning("query reply not sent: %s", exc, extra=message_fields(request))
+
+        source = Source(QUERIES_QUEUE, transient=True)
+        return await self._subscribe(Consumer(self, [source], QueryRequest, answer, prefetch=16))
 
     async def _subscribe(self, consumer: Consumer[Any]) -> Subscription:
         self._require_connection()

@@ -52,7 +52,9 @@ async def test_a_compensated_trip_is_one_trace_with_the_story_in_it(telemetry, d
     tel, exporter, reader = telemetry
     services.reset()
     async with WorkflowEnvironment(
-        workflows=[TripBooking], activities=ACTIVITIES, database_url=database_url,
+        workflows=[TripBooking],
+        activities=ACTIVITIES,
+        database_url=database_url,
         telemetry=tel,
     ) as env:
         handle = await env.client.start_workflow(
@@ -71,18 +73,20 @@ async def test_a_compensated_trip_is_one_trace_with_the_story_in_it(telemetry, d
     assert run.parent.span_id == root.context.span_id
     assert run.attributes["saga.workflow_id"] == "trace-trip"
 
-    for activity in ("reserve_car", "book_hotel", "book_flight", "cancel_hotel", "cancel_car"):
-        (start,) = names[f"StartActivity:{activity}"]
-        (attempt,) = names[f"RunActivity:{activity}"]
+    for step in ("reserve_car", "book_hotel", "book_flight", "cancel_hotel", "cancel_car"):
+        (start,) = names[f"StartActivity:{step}"]
+        (attempt,) = names[f"RunActivity:{step}"]
         assert start.parent.span_id == run.context.span_id
         assert attempt.parent.span_id == start.context.span_id
         assert attempt.attributes["saga.attempt"] == 1
-        assert attempt.attributes["saga.compensation"] == activity.startswith("cancel")
+        assert attempt.attributes["saga.compensation"] == step.startswith("cancel")
     (failed,) = names["RunActivity:book_flight"]
     assert failed.status.status_code.name == "ERROR"
     assert "no flight available" in failed.status.description
-    assert any(e.name == "exception" and e.attributes["exception.type"] == "BookingRefused"
-               for e in failed.events)
+    assert any(
+        e.name == "exception" and e.attributes["exception.type"] == "BookingRefused"
+        for e in failed.events
+    )
 
     (done,) = names["CompleteWorkflow:TripBooking"]
     assert done.attributes["saga.status"] == "COMPENSATED"
@@ -91,7 +95,8 @@ async def test_a_compensated_trip_is_one_trace_with_the_story_in_it(telemetry, d
 
     points = _metric_points(reader)
     assert ({"saga.workflow_type": "TripBooking", "saga.status": "COMPENSATED"}, 1) in points[
-        "saga.workflows.closed"]
+        "saga.workflows.closed"
+    ]
     assert sum(v for _, v in points["saga.activity.attempts"]) == 5
     assert sum(v for _, v in points["saga.activity.failures"]) == 1
 
@@ -123,21 +128,24 @@ async def test_a_restarted_coordinator_continues_the_trace_without_repeating_spa
     tel, exporter, _ = telemetry
     url = f"sqlite+aiosqlite:///{tmp_path / 'trace.db'}"
     gate.clear()
-    env = WorkflowEnvironment(workflows=[TwoSteps], activities=[first, second],
-                              database_url=url, telemetry=tel)
+    env = WorkflowEnvironment(
+        workflows=[TwoSteps], activities=[first, second], database_url=url, telemetry=tel
+    )
     async with env:
         handle = await env.client.start_workflow(TwoSteps.run, id="restart-trace")
         async with asyncio.timeout(30):  # until step 1 is recorded and step 2 dispatched
-            while not any(e.type == "ActivityScheduled" and e.attributes.seq == 2
-                          for e in await handle.history()):
+            while not any(
+                e.type == "ActivityScheduled" and e.attributes.seq == 2
+                for e in await handle.history()
+            ):
                 await asyncio.sleep(0.01)
         assert env.worker is not None
         env.worker.drain_timeout = 0.0  # the blocked attempt is abandoned with the process
     gate.set()
-    async with WorkflowEnvironment(workflows=[TwoSteps], activities=[first, second],
-                                   database_url=url, telemetry=tel) as env2:
-        assert await env2.client.get_workflow_handle(handle.id).result(timeout=30) == [
-            "one", "two"]
+    async with WorkflowEnvironment(
+        workflows=[TwoSteps], activities=[first, second], database_url=url, telemetry=tel
+    ) as env2:
+        assert await env2.client.get_workflow_handle(handle.id).result(timeout=30) == ["one", "two"]
     spans = exporter.get_finished_spans()
     names = _by_name(list(spans))
     assert len({s.context.trace_id for s in spans}) == 1, "the trace survives the restart"
@@ -145,8 +153,7 @@ async def test_a_restarted_coordinator_continues_the_trace_without_repeating_spa
     assert len(names["StartActivity:first"]) == 1
     assert len(names["RunActivity:first"]) == 1, "the finished step did not run again"
     (start_second,) = names["StartActivity:second"]
-    assert {a.parent.span_id for a in names["RunActivity:second"]} == {
-        start_second.context.span_id}
+    assert {a.parent.span_id for a in names["RunActivity:second"]} == {start_second.context.span_id}
 
 
 @pytest.mark.integration
@@ -161,15 +168,19 @@ async def test_dead_lettered_messages_are_counted(telemetry, broker_url, clean_b
     tel, _, reader = telemetry
     transport = RabbitMQTransport(broker_url)
     coordinator = Coordinator(
-        workflows=[TwoSteps], store=open_store(f"sqlite+aiosqlite:///{tmp_path / 'dl.db'}"),
-        transport=transport, telemetry=tel, migrate=True,
+        workflows=[TwoSteps],
+        store=open_store(f"sqlite+aiosqlite:///{tmp_path / 'dl.db'}"),
+        transport=transport,
+        telemetry=tel,
+        migrate=True,
     )
     async with coordinator:
         connection = await aio_pika.connect(broker_url)
         async with connection:
             channel = await connection.channel()
             await channel.default_exchange.publish(
-                aio_pika.Message(b"{not json"), routing_key=RESULTS_QUEUE)
+                aio_pika.Message(b"{not json"), routing_key=RESULTS_QUEUE
+            )
         async with asyncio.timeout(30):
             while transport.dead_lettered < 1:
                 await asyncio.sleep(0.05)

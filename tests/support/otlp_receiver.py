@@ -63,18 +63,31 @@ class OTLPReceiver:
         spans = []
         for resource_spans in request.resource_spans:
             service = next(
-                (a.value.string_value for a in resource_spans.resource.attributes
-                 if a.key == "service.name"), "")
+                (
+                    a.value.string_value
+                    for a in resource_spans.resource.attributes
+                    if a.key == "service.name"
+                ),
+                "",
+            )
             for scope in resource_spans.scope_spans:
                 for span in scope.spans:
                     attributes: dict[str, object] = {}
                     for a in span.attributes:
                         v = a.value
                         attributes[a.key] = (
-                            v.string_value or v.int_value or v.bool_value or v.double_value)
-                    spans.append(ReceivedSpan(
-                        span.name, span.trace_id.hex(), span.span_id.hex(),
-                        span.parent_span_id.hex(), service, attributes))
+                            v.string_value or v.int_value or v.bool_value or v.double_value
+                        )
+                    spans.append(
+                        ReceivedSpan(
+                            span.name,
+                            span.trace_id.hex(),
+                            span.span_id.hex(),
+                            span.parent_span_id.hex(),
+                            service,
+                            attributes,
+                        )
+                    )
         with self._lock:
             self.spans.extend(spans)
 
