@@ -31,6 +31,7 @@ from saga.errors import (
 from saga.failure import FailureInfo, from_failure
 from saga.history import (
     ActivityAttemptFailed,
+    ActivityCancelRequested,
     ActivityCompleted,
     ActivityFailed,
     ActivityScheduled,
@@ -53,6 +54,10 @@ QUERY_TIMEOUT = 10.0
 def shard_of(workflow_id: str, shards: int = DEFAULT_SHARDS) -> int:
     """The shard a workflow id hashes into (stable across processes and versions)."""
     return zlib.crc32(workflow_id.encode()) % shards
+
+
+PENDING_STATUSES = frozenset({"SCHEDULED", "RETRYING"})
+"""Step statuses of a step that has not ended yet."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ class WorkflowDescription:
     @property
     def pending_steps(self) -> list[StepInfo]:
         """Steps not finished yet."""
-        return [s for s in self.steps if s.status in ("SCHEDULED", "RETRYING")]
+        return [s for s in self.steps if s.status in PENDING_STATUSES]
 
     @classmethod
     def from_record(
@@ -157,8 +162,8 @@ def _steps(events: Sequence[HistoryEvent]) -> list[StepInfo]:
             steps[a.seq].update(
                 status="FAILED", attempts=a.attempt, closed_at=e.timestamp, error=a.failure
             )
-        elif e.type == "ActivityCancelRequested" and getattr(a, "seq", None) in steps:
-            steps[a.seq].update(status="CANCELLED", closed_at=e.timestamp)  # type: ignore[attr-defined]
+        elif isinstance(a, ActivityCancelRequested) and a.seq in steps:
+            steps[a.seq].update(status="CANCELLED", closed_at=e.timestamp)
     return [StepInfo(**s) for s in steps.values()]
 
 

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from urllib.parse import quote
 
-from saga.client import StepInfo, WorkflowDescription
+from saga.client import PENDING_STATUSES, StepInfo, WorkflowDescription
 from saga.history import (
     ActivityAttemptFailed,
     ActivityCompleted,
@@ -26,8 +26,6 @@ from saga.http.models import (
     WorkflowSummary,
 )
 from saga.store.base import WorkflowRecord
-
-_PENDING = ("SCHEDULED", "RETRYING")
 
 
 def summary(desc: WorkflowDescription) -> WorkflowSummary:
@@ -128,7 +126,7 @@ def detail(
         warnings=desc.warnings,
         steps=steps,
         compensations=[s for s in steps if s.compensation],
-        pending_steps=[s for s in steps if s.status in _PENDING] if running else [],
+        pending_steps=[s for s in steps if s.status in PENDING_STATUSES] if running else [],
         pending_timers=pending_timers(events) if running else [],
         trace_url=trace_url(jaeger_url, service, desc.id),
     )
