@@ -359,13 +359,33 @@ async def cmd_db_upgrade(args: argparse.Namespace) -> int:
     await store.connect()
     try:
         await store.migrate()
+        if args.shard_count is not None:
+            await store.set_shard_count(args.shard_count)
+        shards = await store.shard_count()
     finally:
         await store.aclose()
     if args.json:
-        _print_json({"database": _safe_url(store.url), "schema": "up to date"})
+        _print_json({"database": _safe_url(store.url), "schema": "up to date", "shards": shards})
     else:
-        print(f"database schema of {_safe_url(store.url)} is up to date")
+        print(f"database schema of {_safe_url(store.url)} is up to date ({shards} shards)")
     return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    """``saga status``: who owns which shard, outbox backlog; exit 1 unless healthy."""
+    from saga.status import cluster_status, render_status
+
+    store = open_store(Settings.resolve(database_url=args.db).database_url)
+    await store.connect()
+    try:
+        status = await cluster_status(store)
+    finally:
+        await store.aclose()
+    if args.json:
+        _print_json(status.model_dump(mode="json"))
+    else:
+        render_status(status, Console())
+    return 0 if status.healthy else 1
 
 
 def _safe_url(url: str) -> str:
@@ -447,6 +467,8 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
         database_url=args.db,
         broker_url=args.broker,
         drain_timeout=args.drain_timeout,
+        lease_ttl=args.lease_ttl,
+        shards=args.shards,
     )
     details = {
         "workflows": sorted(coordinator.definitions),
@@ -628,6 +650,17 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _shard_spec(text: str) -> frozenset[int] | None:
+    from saga._runtime.ownership import parse_shards
+
+    if text.strip() == "all":
+        return None
+    try:
+        return parse_shards(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for docs and tests)."""
     conn = _Parser(add_help=False)
@@ -671,7 +704,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="on SIGTERM, time to commit the batch in hand (default 10)",
     )
+    p.add_argument(
+        "--lease-ttl",
+        type=_positive(float),
+        default=10.0,
+        metavar="SECONDS",
+        help="shard lease time: a dead coordinator's shards move within about this (default 10)",
+    )
+    p.add_argument(
+        "--shards",
+        type=_shard_spec,
+        metavar="SPEC",
+        help="the shards it may own, e.g. 0-31 or 0-15,40 (default: any)",
+    )
     p.set_defaults(func=cmd_coordinator, daemon=True)
+
+    p = sub.add_parser("status", parents=[common], help="coordinators, shard owners, health")
+    p.set_defaults(func=cmd_status)
 
     p = sub.add_parser("console", parents=[common], help="serve the HTTP API and web console")
     p.add_argument(
@@ -810,6 +859,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("db", parents=[common], help="database schema")
     p.add_argument("action", choices=["upgrade"])
+    p.add_argument(
+        "--shard-count",
+        type=_positive(int),
+        metavar="N",
+        help="shards of a new database (default 64; fixed once it holds workflows)",
+    )
     p.set_defaults(func=cmd_db_upgrade)
     return parser
 

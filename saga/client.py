@@ -446,7 +446,7 @@ class Client:
                 workflow_type=name,
                 status=WorkflowStatus.RUNNING,
                 version=0,
-                shard=shard_of(workflow_id),
+                shard=shard_of(workflow_id, await self.store.shard_count()),
                 input=encoded,
                 start_time=datetime.now(UTC),
                 trace_context=trace,
@@ -512,8 +512,9 @@ class Client:
     async def _wake(self, workflow_id: str, reason: Literal["start", "inbox"] | None) -> None:
         # Best effort: if this is lost, the coordinator's sweep finds the work anyway.
         try:
+            shard = shard_of(workflow_id, await self.store.shard_count())
             await self.transport.publish_result(
-                ResultMessage(kind="wake", workflow_id=workflow_id, wake_reason=reason)
+                ResultMessage(kind="wake", workflow_id=workflow_id, wake_reason=reason, shard=shard)
             )
         except Exception:  # noqa: BLE001 - the durable write already happened
             return

@@ -5,6 +5,10 @@ state, and commits every workflow's changes in one transaction (group commit). O
 after the commit are tasks published (transactional outbox) and inputs acknowledged,
 so nothing is sent that was not recorded and nothing recorded is left unsent.
 
+Several coordinators share the work by shards (:mod:`saga._runtime.ownership`): each
+consumes the result queues, timers and outbox rows of the shards it holds a lease on,
+and every commit is fenced by those leases as well as by each workflow's version.
+
 Example:
     >>> async with Coordinator(database_url="sqlite+aiosqlite:///saga.db",
     ...                        broker_url="amqp://guest:guest@127.0.0.1:5672/",
@@ -15,10 +19,12 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import itertools
 import logging
 import os
+import signal
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -29,10 +35,12 @@ from typing import Any, Literal
 
 from saga._runtime.execution import Execution
 from saga._runtime.links import LINK_TIMERS, Links
+from saga._runtime.ownership import Ownership
 from saga.clock import Clock, SystemClock
 from saga.config import Settings
 from saga.errors import (
     InvalidArgumentsError,
+    LeaseLostError,
     NondeterminismError,
     QueryFailedError,
     SagaError,
@@ -59,6 +67,10 @@ _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
 InputKind = Literal["result", "timer", "wake"]
 _PROCESS_TASK = "saga-coordinator-process"
+_RELEASE_WAIT = 5.0  # seconds a hand-over waits for the batch in hand
+_KILL_AFTER_COMMIT = "SAGA_TEST_KILL_AFTER_COMMIT"
+"""Fault injection for tests: SIGKILL ourselves after the N-th commit that wrote tasks,
+before publishing them (the outbox relay of whoever takes over must send them)."""
 
 
 @dataclass
@@ -69,6 +81,13 @@ class _Input:
     result: ResultMessage | None = None
     timer: TimerRow | None = None
     done: asyncio.Future[None] | None = None
+
+
+def _give_back(items: list[_Input], exc: BaseException) -> None:
+    """Inputs of a shard we no longer own: results go back to the queue (nacked)."""
+    for item in items:
+        if item.done is not None and not item.done.done():
+            item.done.set_exception(exc)
 
 
 @dataclass(order=True)
@@ -94,6 +113,9 @@ class Coordinator:
         batch_size: Inputs committed together at most.
         drain_timeout: On :meth:`aclose`, how long the batch in hand may take to commit
             and publish before it is abandoned (its inputs are delivered again).
+        lease_ttl: Seconds a shard lease lasts unrenewed: the shards of a coordinator
+            that died move to the others within about this time.
+        shards: The shards this coordinator may own (default: any).
     """
 
     def __init__(
@@ -111,6 +133,8 @@ class Coordinator:
         migrate: bool | None = None,
         drain_timeout: float = 10.0,
         telemetry: Telemetry | None = None,
+        lease_ttl: float = 10.0,
+        shards: Iterable[int] | None = None,
     ) -> None:
         settings = Settings.resolve(database_url=database_url, broker_url=broker_url)
         self.definitions: dict[str, WorkflowDefinition] = {}
@@ -136,6 +160,7 @@ class Coordinator:
         self._stopping = False
         self._inputs: asyncio.Queue[_Input] = asyncio.Queue()
         self._busy = False
+        self._batch_done = asyncio.Event()
         self._stuck: set[str] = set()
         self._heap: list[_HeapEntry] = []
         self._heap_keys: set[tuple[str, str, int, int]] = set()
@@ -147,10 +172,22 @@ class Coordinator:
         self._publishing: set[tuple[str, int, int]] = set()
         self._sent_unmarked: set[tuple[str, int, int]] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._subscription: Subscription | None = None
         self._queries: Subscription | None = None
         self._links = Links(self.store, self.transport)
         self._started = False
+        self.ownership = Ownership(
+            self.store,
+            self.identity,
+            ttl=lease_ttl,
+            eligible=None if shards is None else frozenset(shards),
+            alone=not self.transport.durable,
+            on_gained=self._gained,
+            on_lost=self._lost,
+            on_releasing=self._releasing,
+        )
+        self._shard_subscriptions: dict[int, Subscription] = {}
+        self._sweep_now = asyncio.Event()
+        self._kill_after = int(os.environ.get(_KILL_AFTER_COMMIT, "0") or 0)
 
     # --- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -162,20 +199,24 @@ class Coordinator:
             await self.store.migrate()
         await self.transport.connect()
         await self.store.register_workflow_types(list(self.definitions))
-        await self._recover_outbox()
         self._started = True
+        await self.ownership.start()  # subscribes to the shards it wins
+        self._links.shard_count = self.ownership.shard_count
+        await self._recover_outbox()
         self._tasks = [
             asyncio.create_task(self._process_loop(), name=_PROCESS_TASK),
             asyncio.create_task(self._timer_loop(), name="saga-coordinator-timers"),
             asyncio.create_task(self._sweep_loop(), name="saga-coordinator-sweep"),
+            asyncio.create_task(self.ownership.run(), name="saga-coordinator-leases"),
         ]
-        self._subscription = await self.transport.consume_results(
-            self._on_message, prefetch=self._batch_size * 4
-        )
         self._queries = await self.transport.serve_queries(self._answer_query)
         log.info(
             "coordinator started",
-            extra={"coordinator": self.identity, "workflows": sorted(self.definitions)},
+            extra={
+                "coordinator": self.identity,
+                "workflows": sorted(self.definitions),
+                "shards": len(self.ownership.owned),
+            },
         )
 
     async def run(self) -> None:
@@ -187,10 +228,9 @@ class Coordinator:
             await self.aclose()
 
     async def aclose(self) -> None:
-        """Stop consuming, finish the batch in hand, and close what we opened."""
-        if self._subscription is not None:
-            await self._subscription.cancel()
-            self._subscription = None
+        """Stop consuming, finish the batch in hand, hand the shards over, close."""
+        for shard in list(self._shard_subscriptions):
+            await self._unsubscribe(shard)
         if self._queries is not None:
             await self._queries.cancel()
             self._queries = None
@@ -216,6 +256,11 @@ class Coordinator:
                 await self.store.mark_sent(list(self._sent_unmarked))
             except StoreError:
                 log.warning("could not record sent tasks at shutdown; they will be resent")
+        if self._started:
+            try:
+                await self.ownership.leave()
+            except StoreError:
+                log.warning("could not release shard leases; they expire by themselves")
         for ex in self._cache.values():
             ex.instance.dispose()
         self._cache.clear()
@@ -241,6 +286,8 @@ class Coordinator:
 
     # --- intake --------------------------------------------------------------------------
     async def _on_message(self, msg: ResultMessage) -> None:
+        if msg.shard not in self.ownership.owned:
+            raise LeaseLostError([msg.shard])  # back to the queue, for the shard's owner
         if msg.kind == "wake":
             self._inputs.put_nowait(_Input(msg.workflow_id, "wake", reason=msg.wake_reason))
             return
@@ -265,6 +312,7 @@ class Coordinator:
             while len(batch) < self._batch_size and not self._inputs.empty():
                 batch.append(self._inputs.get_nowait())
             self._busy = True
+            self._batch_done.clear()
             try:
                 await self._process(batch)
             except Exception as exc:  # the loop must survive anything
@@ -273,6 +321,7 @@ class Coordinator:
                 await asyncio.sleep(1.0)
             finally:
                 self._busy = False
+                self._batch_done.set()
 
     async def _flush_sent(self) -> None:
         keys = list(self._sent_unmarked)
@@ -305,6 +354,10 @@ class Coordinator:
             try:
                 ex = await self._load(workflow_id)
                 if ex is None:
+                    continue
+                if ex.record.shard not in self.ownership.owned:
+                    self._evict(workflow_id)
+                    _give_back(items, LeaseLostError([ex.record.shard]))
                     continue
                 for item in items:
                     await self._apply(ex, item, now)
@@ -391,7 +444,18 @@ class Coordinator:
         await self._commit_continued(touched, writes, by_workflow)
         while writes:
             mark = list(self._sent_unmarked)
-            conflicts = await self.store.commit(WriteBatch(list(writes.values()), mark))
+            try:
+                fence = self.ownership.fence(touched[w].record.shard for w in writes)
+                conflicts = await self.store.commit(WriteBatch(list(writes.values()), mark, fence))
+            except LeaseLostError as exc:
+                lost = exc.shards
+                await self.ownership.lost(lost)
+                for workflow_id in [w for w in writes if touched[w].record.shard in lost]:
+                    writes.pop(workflow_id)
+                    touched.pop(workflow_id)
+                    self._evict(workflow_id)
+                    _give_back(by_workflow.pop(workflow_id, []), LeaseLostError(lost))
+                continue
             if not conflicts:
                 self._sent_unmarked.difference_update(mark)
                 break
@@ -420,7 +484,15 @@ class Coordinator:
                 if item.done is not None and not item.done.done():
                     item.done.set_result(None)
         if tasks:
+            self._maybe_die_before_publishing()
             await self._publish(tasks)
+
+    def _maybe_die_before_publishing(self) -> None:
+        if self._kill_after > 0:
+            self._kill_after -= 1
+            if self._kill_after == 0:
+                log.warning("%s: killing myself before publishing", _KILL_AFTER_COMMIT)
+                os.kill(os.getpid(), signal.SIGKILL)
 
     async def _commit_continued(
         self,
@@ -490,7 +562,8 @@ class Coordinator:
 
     async def _query(self, workflow_id: str, name: str, args: list[Any]) -> Any:
         ex = self._cache.get(workflow_id)
-        if ex is not None and workflow_id not in self._stuck:
+        # (A run loaded but not yet started — its start awaits the inbox — is dry-run below.)
+        if ex is not None and ex.started and workflow_id not in self._stuck:
             return ex.instance.query(name, args)
         record = await self.store.get_workflow(workflow_id)
         if record is None:
@@ -540,7 +613,7 @@ class Coordinator:
 
     async def _relay(self) -> None:
         """Publish committed tasks that never reached the broker."""
-        rows = await self.store.outbox(only_unsent=True)
+        rows = await self.store.outbox(only_unsent=True, owner=self.identity)
         self._backlog = len(rows)
         pending = [
             r.message
@@ -564,7 +637,9 @@ class Coordinator:
         self._timers_changed.set()
 
     async def _load_timers(self) -> None:
-        rows = await self.store.timers_due_before(_FAR_FUTURE, limit=self._heap_limit)
+        rows = await self.store.timers_due_before(
+            _FAR_FUTURE, limit=self._heap_limit, owner=self.identity
+        )
         self._loaded_until = rows[-1].due_at if len(rows) >= self._heap_limit else None
         for row in rows:
             key = _timer_key(row)
@@ -603,17 +678,62 @@ class Coordinator:
         first = True
         while True:
             try:
+                needing = await self.store.workflows_needing_work(owner=self.identity)
                 if first:
-                    ids = await self.store.workflows_needing_work()
                     self._stuck.clear()
                 else:
-                    ids = [
-                        i for i in await self.store.workflows_needing_work() if i not in self._stuck
-                    ]
                     await self._relay()
-                for workflow_id in ids:
-                    self._inputs.put_nowait(_Input(workflow_id, "wake"))
+                for workflow_id in needing:
+                    if first or workflow_id not in self._stuck:
+                        self._inputs.put_nowait(_Input(workflow_id, "wake"))
                 first = False
             except SagaError as exc:
                 log.warning("sweep failed: %s", exc)
-            await asyncio.sleep(self._sweep_interval)
+            self._sweep_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._sweep_now.wait(), self._sweep_interval)
+
+    # --- shards ----------------------------------------------------------------------------
+    async def _gained(self, shards: list[int]) -> None:
+        """New shards: consume their results; their timers, outbox and work come next."""
+        for shard in shards:
+            if shard not in self._shard_subscriptions:
+                self._shard_subscriptions[shard] = await self.transport.consume_results(
+                    self._on_message, prefetch=self._batch_size, shards=[shard]
+                )
+        self._reload_timers = True
+        self._timers_changed.set()
+        self._sweep_now.set()  # unactivated work, inbox rows, unsent outbox rows
+
+    async def _lost(self, shards: list[int]) -> None:
+        """Another coordinator holds these now: stop at once, keep nothing of them."""
+        for shard in shards:
+            await self._unsubscribe(shard)
+        self._forget(set(shards))
+
+    async def _releasing(self, shards: list[int]) -> None:
+        """Hand-over: stop consuming, let the batch in hand commit, then forget them."""
+        for shard in shards:
+            await self._unsubscribe(shard)
+        if self._busy:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._batch_done.wait(), _RELEASE_WAIT)
+        self._forget(set(shards))
+
+    async def _unsubscribe(self, shard: int) -> None:
+        subscription = self._shard_subscriptions.pop(shard, None)
+        if subscription is not None:
+            try:
+                await subscription.cancel()
+            except TransportError as exc:
+                log.warning("could not stop consuming shard %d: %s", shard, exc)
+
+    def _forget(self, shards: set[int]) -> None:
+        """Drop cached workflows and timers of ``shards``."""
+        for workflow_id in [w for w, ex in self._cache.items() if ex.record.shard in shards]:
+            self._evict(workflow_id)
+        kept = [e for e in self._heap if e.timer.shard not in shards]
+        if len(kept) != len(self._heap):
+            heapq.heapify(kept)
+            self._heap = kept
+            self._heap_keys = {_timer_key(e.timer) for e in kept}

@@ -5,6 +5,7 @@ Every error saga raises derives from :class:`SagaError`::
     SagaError
     ├── ConfigurationError            bad URL, option or --app module
     ├── StoreError                    the database failed or is unreachable
+    ├── LeaseLostError                another coordinator took over these shards
     ├── TransportError                the broker failed or is unreachable
     ├── PayloadError                  a value could not be turned into JSON or back
     ├── InvalidArgumentsError         arguments do not fit a workflow or activity signature
@@ -46,6 +47,14 @@ class ConfigurationError(SagaError):
 
 class StoreError(SagaError):
     """The database failed or could not be reached."""
+
+
+class LeaseLostError(SagaError):
+    """A coordinator's shard lease moved to another owner; it must stop advancing them."""
+
+    def __init__(self, shards: list[int]) -> None:
+        super().__init__(f"lost shard(s) {shards}: another coordinator holds them now")
+        self.shards = shards
 
 
 class TransportError(SagaError):

@@ -39,6 +39,8 @@ class TaskMessage(_Message):
     heartbeat_timeout: float | None = None
     compensation: bool = False
     heartbeat_details: list[Any] = []
+    shard: int = 0
+    """The workflow's shard: where the worker sends the result (``saga.results.<shard>``)."""
 
     @property
     def idempotency_key(self) -> str:
@@ -65,6 +67,8 @@ class ResultMessage(_Message):
     worker: str = ""
     heartbeat_details: list[Any] = []
     wake_reason: Literal["start", "inbox"] | None = None
+    shard: int = 0
+    """The workflow's shard; only the coordinator holding its lease consumes it."""
 
 
 class WorkflowClosedNotice(_Message):

@@ -231,6 +231,7 @@ class Worker:
             finished_at=datetime.now(UTC),
             worker=self.identity,
             headers=task.headers,
+            shard=task.shard,
         )
 
     def _failed(
@@ -248,6 +249,7 @@ class Worker:
             worker=self.identity,
             heartbeat_details=ctx.info.heartbeat_details if ctx else [],
             headers=task.headers,
+            shard=task.shard,
         )
 
 

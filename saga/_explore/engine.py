@@ -178,8 +178,10 @@ class FaultTransport:
 
         return await self.inner.consume_tasks(queues, tapped, prefetch=prefetch)
 
-    async def consume_results(self, handler: Any, *, prefetch: int) -> Subscription:
-        return await self.inner.consume_results(handler, prefetch=prefetch)
+    async def consume_results(
+        self, handler: Any, *, prefetch: int, shards: Sequence[int]
+    ) -> Subscription:
+        return await self.inner.consume_results(handler, prefetch=prefetch, shards=shards)
 
     async def subscribe_notices(self, handler: Any) -> Subscription:
         return await self.inner.subscribe_notices(handler)

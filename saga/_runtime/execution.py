@@ -359,6 +359,7 @@ class Execution:
             compensation=c.compensation,
             heartbeat_details=state.heartbeat_details,
             headers=self._dispatch_span(state),
+            shard=self.record.shard,
         )
 
     def _dispatch_span(self, state: ActivityState) -> dict[str, str]:

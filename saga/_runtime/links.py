@@ -24,7 +24,7 @@ import logging
 from datetime import datetime
 
 from saga._runtime.execution import Execution
-from saga.client import shard_of
+from saga.client import DEFAULT_SHARDS, shard_of
 from saga.errors import TransportError, WorkflowAlreadyStartedError, WorkflowNotFoundError
 from saga.history import ParentInfo, WorkflowStatus
 from saga.messages import ResultMessage
@@ -43,6 +43,7 @@ class Links:
     def __init__(self, store: Store, transport: Transport) -> None:
         self.store = store
         self.transport = transport
+        self.shard_count = DEFAULT_SHARDS  # the database's, set when the coordinator starts
 
     async def on_timer(self, ex: Execution, timer: TimerRow, now: datetime) -> None:
         """Act on a CHILD_START, CHILD_CANCEL or PARENT timer of ``ex``."""
@@ -90,7 +91,7 @@ class Links:
                 workflow_type=c.workflow_type,
                 status=WorkflowStatus.RUNNING,
                 version=0,
-                shard=shard_of(c.workflow_id),
+                shard=shard_of(c.workflow_id, self.shard_count),
                 input=c.args,
                 start_time=now,
                 trace_context=ex.record.trace_context,
@@ -137,7 +138,12 @@ class Links:
         # Best effort, like a client's: the coordinators' sweep finds the work anyway.
         try:
             await self.transport.publish_result(
-                ResultMessage(kind="wake", workflow_id=workflow_id, wake_reason=None)
+                ResultMessage(
+                    kind="wake",
+                    workflow_id=workflow_id,
+                    wake_reason=None,
+                    shard=shard_of(workflow_id, self.shard_count),
+                )
             )
         except TransportError as exc:
             log.info("wake not sent: %s", exc, extra={"workflow_id": workflow_id})

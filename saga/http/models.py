@@ -13,6 +13,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from saga.failure import FailureInfo
 from saga.history import WorkflowStatus
+from saga.status import ClusterStatus
 
 # Text that PostgreSQL and the JSON encoder both accept: no NUL, no lone surrogates.
 TEXT_PATTERN = r"^[^\x00]*$"
@@ -264,8 +265,8 @@ class Cluster(_Model):
     outbox: OutboxState
     workflow_types: list[str]
     broker: str = Field(description="'connected', 'in-process' or 'unavailable'.")
-    coordinators: Any = Field(
-        None, description="Coordinators and shard owners (Store.cluster()); null if unknown."
+    coordinators: ClusterStatus = Field(
+        description="Coordinators, shard owners and health (as `saga status` shows them)."
     )
     notes: list[str] = Field(default_factory=list)
 

@@ -38,6 +38,7 @@ from saga.http.models import (
     WorkflowTypes,
 )
 from saga.http.problems import ApiError, responses
+from saga.status import cluster_status
 from saga.store.base import WorkflowRecord
 
 OUTBOX_SCAN_LIMIT = 10_000
@@ -304,17 +305,7 @@ def build_router(state: ApiState) -> APIRouter:
         truncated = len(rows) >= OUTBOX_SCAN_LIMIT
         if truncated:
             notes.append(f"the outbox has {OUTBOX_SCAN_LIMIT} rows or more; these are lower bounds")
-        coordinators: Any = None
-        describe_cluster = getattr(store, "cluster", None)
-        if callable(describe_cluster):
-            found = describe_cluster()
-            if inspect.isawaitable(found):
-                found = await found
-            coordinators = to_jsonable_python(found, fallback=str)
-        else:
-            notes.append(
-                "coordinators and shard owners are not shown: this store has no cluster() yet"
-            )
+        coordinators = await cluster_status(store)
         if state.broker_state == "unavailable":
             notes.append(
                 "the broker could not be reached: steering is recorded in the "

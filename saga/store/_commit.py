@@ -37,6 +37,7 @@ from saga.converter import dumps
 from saga.history import HistoryEvent
 from saga.messages import TaskMessage
 from saga.store._engine import Tx
+from saga.store._leases import check as check_leases
 from saga.store._query import ParameterError, Query, aware_utc
 from saga.store.base import TimerRow, WorkflowWrite, WriteBatch
 from saga.store.tables import (
@@ -166,7 +167,12 @@ MARK_SENT = Query(
 
 
 async def commit_batch(tx: Tx, batch: WriteBatch, backend: str, now: datetime) -> None:
-    """Apply ``batch`` inside the caller's transaction; raises Conflicts on a stale write."""
+    """Apply ``batch`` inside the caller's transaction; raises Conflicts on a stale write.
+
+    A batch with a lease fence raises LeaseLostError first if a lease it relies on moved.
+    """
+    if batch.fence is not None and batch.fence.epochs:
+        await check_leases(tx, batch.fence)
     # Rows locked in one global order: two group commits cannot deadlock.
     writes = sorted(batch.writes, key=lambda w: w.workflow_id)
     fences = [_fence_params(w, now) for w in writes]

@@ -127,12 +127,86 @@ class WorkflowWrite:
         return self.status is not None and self.status.is_closed
 
 
+@dataclass(frozen=True)
+class LeaseFence:
+    """The shard leases a batch is written under: nothing is written unless all still hold.
+
+    ``epochs`` maps each shard the batch touches to the epoch of the writer's lease.
+    """
+
+    owner: str
+    epochs: dict[int, int]
+
+
 @dataclass
 class WriteBatch:
     """Writes of many workflows committed in one transaction (group commit)."""
 
     writes: list[WorkflowWrite] = field(default_factory=list)
     mark_sent: list[tuple[str, int, int]] = field(default_factory=list)
+    fence: LeaseFence | None = None
+
+
+@dataclass(frozen=True)
+class Member:
+    """A coordinator as it announces itself in its heartbeat row."""
+
+    identity: str
+    host: str
+    node: str
+    """Names the host and process namespace: a ``pid`` means the same process only here."""
+    pid: int
+    started_at: datetime
+    degraded: str | None = None
+    http: str | None = None
+
+
+@dataclass(frozen=True)
+class MemberState:
+    """A coordinator's row as read back: the member and its last heartbeat."""
+
+    member: Member
+    heartbeat_at: datetime
+    expires_at: datetime
+
+
+@dataclass(frozen=True)
+class ShardLease:
+    """One shard's lease row; ``owner`` is None when released."""
+
+    shard: int
+    owner: str | None
+    epoch: int
+    expires_at: datetime
+    owner_since: datetime | None
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """What :meth:`Store.cluster` reads: members, leases and the database's clock."""
+
+    now: datetime
+    shard_count: int
+    members: list[MemberState]
+    leases: list[ShardLease]
+    outbox_unsent: int
+
+    def alive(self, member: MemberState) -> bool:
+        """Its heartbeat has not expired."""
+        return member.expires_at > self.now
+
+    def owned_by(self, identity: str) -> list[int]:
+        """Shards whose unexpired lease ``identity`` holds."""
+        return [
+            lease.shard
+            for lease in self.leases
+            if lease.owner == identity and lease.expires_at > self.now
+        ]
+
+    def unowned(self) -> list[int]:
+        """Shards no live lease covers (nobody advances their workflows now)."""
+        held = {lease.shard for lease in self.leases if lease.owner and lease.expires_at > self.now}
+        return [shard for shard in range(self.shard_count) if shard not in held]
 
 
 class Store(Protocol):
@@ -182,6 +256,15 @@ class Store(Protocol):
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The current run of a workflow, or None."""
 
+    async def shard_count(self) -> int:
+        """How many shards workflows hash into; fixed when the database was created."""
+
+    async def set_shard_count(self, count: int) -> None:
+        """Choose the shard count of a database that holds no workflow yet.
+
+        Raises ConfigurationError once workflows exist (their shards would move).
+        """
+
     async def load_history(self, workflow_id: str, run_id: str) -> list[HistoryEvent]:
         """All events of a run, in order."""
 
@@ -190,11 +273,14 @@ class Store(Protocol):
 
         Returns the ids of workflows whose fence failed; when the list is not empty
         nothing at all was written and the caller retries without those workflows.
-        Closing writes also delete every outbox row and timer of the workflow.
+        Closing writes also delete every outbox row and timer of the workflow. With a
+        ``batch.fence``, raises LeaseLostError (writing nothing) if a lease moved on.
         """
 
-    async def outbox(self, *, only_unsent: bool, limit: int = 1000) -> list[OutboxRow]:
-        """Outbox rows, oldest first."""
+    async def outbox(
+        self, *, only_unsent: bool, limit: int = 1000, owner: str | None = None
+    ) -> list[OutboxRow]:
+        """Outbox rows, oldest first; with ``owner``, only of the shards it holds."""
 
     async def mark_sent(self, keys: Sequence[tuple[str, int, int]]) -> None:
         """Record that these tasks reached the broker."""
@@ -202,8 +288,10 @@ class Store(Protocol):
     async def reset_outbox(self) -> int:
         """Mark every row unsent (after a restart over a non-durable transport)."""
 
-    async def timers_due_before(self, when: datetime, limit: int = 1000) -> list[TimerRow]:
-        """Timers due before ``when``, soonest first."""
+    async def timers_due_before(
+        self, when: datetime, limit: int = 1000, owner: str | None = None
+    ) -> list[TimerRow]:
+        """Timers due before ``when``, soonest first; with ``owner``, of its shards only."""
 
     async def add_inbox(self, workflow_id: str, kind: str, payload: dict[str, Any]) -> None:
         """Queue input for a RUNNING workflow; raises WorkflowNotFoundError otherwise."""
@@ -211,8 +299,13 @@ class Store(Protocol):
     async def inbox_for(self, workflow_id: str) -> list[InboxRow]:
         """Pending inbox rows of a workflow, oldest first."""
 
-    async def workflows_needing_work(self, limit: int = 1000) -> list[str]:
-        """RUNNING workflows never activated (version 0), with inbox rows, or stuck."""
+    async def workflows_needing_work(
+        self, limit: int = 1000, owner: str | None = None
+    ) -> list[str]:
+        """RUNNING workflows never activated (version 0), with inbox rows, or stuck.
+
+        With ``owner``, only those of the shards it holds.
+        """
 
     async def list_workflows(
         self,
@@ -235,6 +328,38 @@ class Store(Protocol):
 
     async def known_workflow_types(self) -> list[str]:
         """Every workflow type ever registered."""
+
+    # -- shard leases (see saga.store._leases) ------------------------------------------
+
+    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> int:
+        """Announce ``member`` alive for ``ttl`` seconds; returns how many members are alive.
+
+        Also creates the lease rows of shards ``0 .. shard_count - 1`` that are missing.
+        """
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[int, int]:
+        """Extend every lease ``owner`` still holds by ``ttl``; returns {shard: epoch}.
+
+        A lease that expired is renewed too if nobody claimed it since (same epoch).
+        """
+
+    async def claim_shards(
+        self, owner: str, shards: Sequence[int], ttl: float, *, force: bool = False
+    ) -> dict[int, int]:
+        """Take those of ``shards`` whose lease is free or expired; returns {shard: new epoch}.
+
+        ``force`` takes them whoever holds them: only for a coordinator that knows it is
+        alone (an in-process broker: nobody else can receive its shards' messages).
+        """
+
+    async def release_shards(self, owner: str, shards: Sequence[int]) -> None:
+        """Give shards up at once (graceful hand-over); only leases ``owner`` holds."""
+
+    async def leave(self, owner: str) -> None:
+        """Release every lease of ``owner`` and delete its heartbeat row."""
+
+    async def cluster(self) -> ClusterState:
+        """Members, leases and outbox backlog, with the database's current time."""
 
 
 def open_store(url: str) -> Store:

@@ -43,17 +43,21 @@ from sqlalchemy.sql.dml import ReturningInsert
 
 from saga.converter import dumps, loads
 from saga.errors import (
+    ConfigurationError,
     WorkflowAlreadyStartedError,
     WorkflowNotFoundError,
 )
 from saga.failure import FailureInfo
 from saga.history import HistoryEvent, WorkflowStatus
 from saga.messages import TaskMessage
+from saga.store import _leases
 from saga.store._commit import MARK_SENT, Conflicts, commit_batch, sent_key
 from saga.store._engine import Tx, open_database
 from saga.store._query import Query
 from saga.store.base import (
+    ClusterState,
     InboxRow,
+    Member,
     OutboxRow,
     TimerKind,
     TimerRow,
@@ -68,6 +72,7 @@ from saga.store.tables import (
     history_events,
     inbox,
     outbox,
+    saga_meta,
     timers,
     workflow_types,
     workflows,
@@ -135,11 +140,30 @@ _OUTBOX_UNSENT = Query(
     .order_by(*_OUTBOX_ORDER)
     .limit(_LIMIT)
 )
+_OUTBOX_OWNED = Query(
+    select(outbox.c.message, outbox.c.sent)
+    .where(outbox.c.shard.in_(_leases.owned_shards()))
+    .order_by(*_OUTBOX_ORDER)
+    .limit(_LIMIT)
+)
+_OUTBOX_UNSENT_OWNED = Query(
+    select(outbox.c.message, outbox.c.sent)
+    .where(outbox.c.sent.is_(False), outbox.c.shard.in_(_leases.owned_shards()))
+    .order_by(*_OUTBOX_ORDER)
+    .limit(_LIMIT)
+)
 _RESET_OUTBOX = Query(update(outbox).where(outbox.c.sent.is_(True)).values(sent=False))
+_TIMER_ORDER = (timers.c.due_at, timers.c.workflow_id, timers.c.kind, timers.c.seq)
 _TIMERS_DUE = Query(
     select(timers)
     .where(timers.c.due_at < bindparam("b_when"))
-    .order_by(timers.c.due_at, timers.c.workflow_id, timers.c.kind, timers.c.seq)
+    .order_by(*_TIMER_ORDER)
+    .limit(_LIMIT)
+)
+_TIMERS_DUE_OWNED = Query(
+    select(timers)
+    .where(timers.c.due_at < bindparam("b_when"), timers.c.shard.in_(_leases.owned_shards()))
+    .order_by(*_TIMER_ORDER)
     .limit(_LIMIT)
 )
 # Inserted by a SELECT on the running workflow: the check and the insert are one statement.
@@ -155,19 +179,34 @@ _ADD_INBOX = Query(
     )
 )
 _INBOX_FOR = Query(select(inbox).where(inbox.c.workflow_id == _ID).order_by(inbox.c.id))
+_NEEDS_WORK = (
+    _WF.status == _RUNNING,
+    or_(
+        _WF.version == 0,
+        _WF.stuck_reason.is_not(None),
+        exists().where(inbox.c.workflow_id == _WF.workflow_id),
+    ),
+)
 _NEEDING_WORK = Query(
     select(_WF.workflow_id)
-    .where(
-        _WF.status == _RUNNING,
-        or_(
-            _WF.version == 0,
-            _WF.stuck_reason.is_not(None),
-            exists().where(inbox.c.workflow_id == _WF.workflow_id),
-        ),
-    )
+    .where(*_NEEDS_WORK)
     .order_by(_WF.start_time, _WF.workflow_id)
     .limit(_LIMIT)
 )
+_NEEDING_WORK_OWNED = Query(
+    select(_WF.workflow_id)
+    .where(*_NEEDS_WORK, _WF.shard.in_(_leases.owned_shards()))
+    .order_by(_WF.start_time, _WF.workflow_id)
+    .limit(_LIMIT)
+)
+_SHARD_COUNT = Query(select(saga_meta.c.value).where(saga_meta.c.key == "shard_count"))
+_SET_SHARD_COUNT = Query(
+    update(saga_meta)
+    .where(saga_meta.c.key == "shard_count")
+    .values(value=bindparam("b_value", type_=String()))
+)
+_ANY_WORKFLOW = Query(select(_WF.workflow_id).limit(1))
+_OUTBOX_UNSENT_COUNT = Query(select(func.count()).where(outbox.c.sent.is_(False)))
 _COUNT_BY_STATUS = Query(select(_WF.status, func.count().label("count")).group_by(_WF.status))
 _REGISTER_TYPE = Query(lambda dialect: _insert(dialect)(workflow_types).on_conflict_do_nothing())
 _KNOWN_TYPES = Query(select(workflow_types.c.name).order_by(workflow_types.c.name))
@@ -186,6 +225,7 @@ class SQLStore:
         self.url = url
         self._db = open_database(url, connect_timeout=connect_timeout, pool_size=pool_size)
         self._run = self._db.run
+        self._shard_count: int | None = None
 
     async def __aenter__(self) -> SQLStore:
         await self.connect()
@@ -292,6 +332,32 @@ class SQLStore:
 
         return await self._run("get_workflow", body)
 
+    async def shard_count(self) -> int:
+        """How many shards workflows hash into (``saga_meta``), read once and kept."""
+        if self._shard_count is None:
+            row = await self._run("shard_count", lambda tx: tx.fetchrow(_SHARD_COUNT))
+            self._shard_count = int(row.value)
+        return self._shard_count
+
+    async def set_shard_count(self, count: int) -> None:
+        """Choose the shard count while the database holds no workflow; then it is fixed."""
+        if not 1 <= count <= 4096:
+            raise ConfigurationError(f"shard count must be between 1 and 4096, not {count}")
+
+        async def body(tx: Tx) -> None:
+            current = int((await tx.fetchrow(_SHARD_COUNT)).value)
+            if current == count:
+                return
+            if await tx.fetchrow(_ANY_WORKFLOW) is not None:
+                raise ConfigurationError(
+                    f"this database has {current} shards and holds workflows already; "
+                    "the shard count is fixed once workflows exist"
+                )
+            await tx.execute(_SET_SHARD_COUNT, {"b_value": str(count)})
+
+        await self._run("set_shard_count", body, transaction=True)
+        self._shard_count = count
+
     async def load_history(self, workflow_id: str, run_id: str) -> list[HistoryEvent]:
         """All events of a run, in order."""
         params = {"b_workflow_id": workflow_id, "b_run_id": run_id}
@@ -327,12 +393,18 @@ class SQLStore:
 
     # -- outbox and timers -------------------------------------------------------------
 
-    async def outbox(self, *, only_unsent: bool, limit: int = 1000) -> list[OutboxRow]:
-        """Outbox rows, oldest first."""
-        query = _OUTBOX_UNSENT if only_unsent else _OUTBOX
+    async def outbox(
+        self, *, only_unsent: bool, limit: int = 1000, owner: str | None = None
+    ) -> list[OutboxRow]:
+        """Outbox rows, oldest first; with ``owner``, only of the shards it holds."""
+        if owner is None:
+            query = _OUTBOX_UNSENT if only_unsent else _OUTBOX
+        else:
+            query = _OUTBOX_UNSENT_OWNED if only_unsent else _OUTBOX_OWNED
+        params = {"b_limit": limit, "b_owner": owner}
 
         async def body(tx: Tx) -> list[OutboxRow]:
-            rows = await tx.fetch(query, {"b_limit": limit})
+            rows = await tx.fetch(query, params)
             return [OutboxRow(TaskMessage.model_validate(r.message), r.sent) for r in rows]
 
         return await self._run("outbox", body)
@@ -348,11 +420,15 @@ class SQLStore:
         """Mark every row unsent (after a restart over a non-durable transport)."""
         return await self._run("reset_outbox", lambda tx: tx.execute(_RESET_OUTBOX))
 
-    async def timers_due_before(self, when: datetime, limit: int = 1000) -> list[TimerRow]:
-        """Timers due before ``when``, soonest first."""
+    async def timers_due_before(
+        self, when: datetime, limit: int = 1000, owner: str | None = None
+    ) -> list[TimerRow]:
+        """Timers due before ``when``, soonest first; with ``owner``, of its shards only."""
+        query = _TIMERS_DUE if owner is None else _TIMERS_DUE_OWNED
+        params = {"b_when": when, "b_limit": limit, "b_owner": owner}
 
         async def body(tx: Tx) -> list[TimerRow]:
-            rows = await tx.fetch(_TIMERS_DUE, {"b_when": when, "b_limit": limit})
+            rows = await tx.fetch(query, params)
             return [
                 TimerRow(
                     workflow_id=r.workflow_id,
@@ -398,11 +474,18 @@ class SQLStore:
 
         return await self._run("inbox_for", body)
 
-    async def workflows_needing_work(self, limit: int = 1000) -> list[str]:
-        """RUNNING workflows never activated (version 0), with inbox rows, or stuck."""
+    async def workflows_needing_work(
+        self, limit: int = 1000, owner: str | None = None
+    ) -> list[str]:
+        """RUNNING workflows never activated (version 0), with inbox rows, or stuck.
+
+        With ``owner``, only those of the shards it holds.
+        """
+        query = _NEEDING_WORK if owner is None else _NEEDING_WORK_OWNED
+        params = {"b_limit": limit, "b_owner": owner}
 
         async def body(tx: Tx) -> list[str]:
-            return [r.workflow_id for r in await tx.fetch(_NEEDING_WORK, {"b_limit": limit})]
+            return [r.workflow_id for r in await tx.fetch(query, params)]
 
         return await self._run("workflows_needing_work", body)
 
@@ -475,6 +558,54 @@ class SQLStore:
             return [r.name for r in await tx.fetch(_KNOWN_TYPES)]
 
         return await self._run("known_workflow_types", body)
+
+    # -- shard leases --------------------------------------------------------------------
+
+    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> int:
+        """Announce ``member`` alive for ``ttl`` seconds; how many members are alive."""
+        return await self._run(
+            "heartbeat",
+            lambda tx: _leases.heartbeat(tx, member, ttl, shard_count),
+            transaction=True,
+        )
+
+    async def renew_leases(self, owner: str, ttl: float) -> dict[int, int]:
+        """Extend every lease ``owner`` still holds; {shard: epoch}."""
+        return await self._run("renew_leases", lambda tx: _leases.renew(tx, owner, ttl))
+
+    async def claim_shards(
+        self, owner: str, shards: Sequence[int], ttl: float, *, force: bool = False
+    ) -> dict[int, int]:
+        """Take the free or expired ones of ``shards`` (all, with ``force``); {shard: epoch}."""
+        return await self._run(
+            "claim_shards",
+            lambda tx: _leases.claim(tx, owner, shards, ttl, force=force),
+            transaction=True,
+        )
+
+    async def release_shards(self, owner: str, shards: Sequence[int]) -> None:
+        """Give up ``shards`` at once (only leases ``owner`` holds)."""
+        await self._run("release_shards", lambda tx: _leases.release(tx, owner, shards))
+
+    async def leave(self, owner: str) -> None:
+        """Release every lease of ``owner`` and delete its heartbeat row."""
+        await self._run("leave", lambda tx: _leases.leave(tx, owner), transaction=True)
+
+    async def cluster(self) -> ClusterState:
+        """Members, leases and outbox backlog, with the database's current time."""
+        count = await self.shard_count()
+        backend = self._db.backend
+
+        async def body(tx: Tx) -> ClusterState:
+            return ClusterState(
+                now=await _leases.now(tx, backend),
+                shard_count=count,
+                members=await _leases.members(tx),
+                leases=await _leases.leases(tx),
+                outbox_unsent=(await tx.fetchrow(_OUTBOX_UNSENT_COUNT))[0],
+            )
+
+        return await self._run("cluster", body)
 
 
 @functools.cache

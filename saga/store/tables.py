@@ -157,6 +157,33 @@ workflow_types = Table(
     Column("registered_at", UTCDateTime, nullable=False),
 )
 
+# Who owns each shard: one row per shard; ``epoch`` grows with every change of owner, so
+# a write fenced by (owner, epoch) fails once anyone else has held the shard since.
+shard_leases = Table(
+    "shard_leases",
+    metadata,
+    Column("shard", Integer, primary_key=True),
+    Column("owner", String),
+    Column("epoch", BigInteger, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("owner_since", UTCDateTime),
+)
+
+# Live coordinators (their own heartbeat), for load spreading and ``saga status``.
+coordinators = Table(
+    "coordinators",
+    metadata,
+    Column("identity", String, primary_key=True),
+    Column("host", String, nullable=False),
+    Column("node", String, nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("heartbeat_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("degraded", Text),
+    Column("http", String),
+)
+
 # Settings fixed when the database is created, e.g. ``shard_count`` (64).
 saga_meta = Table(
     "saga_meta",

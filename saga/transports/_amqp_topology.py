@@ -2,7 +2,7 @@
 
 ::
 
-    saga          direct, durable ──<queue name>──► saga.tasks.<queue>, saga.results
+    saga          direct, durable ──<queue name>──► saga.tasks.<queue>, saga.results.<shard>
     saga.notices  fanout, durable ────────────────► one exclusive auto-delete queue per subscriber
     saga.dlx      fanout, durable ────────────────► saga.dead-letter
     (default)     direct ──saga.queries───────────► saga.queries (transient, no dead-lettering)
@@ -84,7 +84,7 @@ async def declare_queries_queue(channel: AbstractChannel) -> AbstractQueue:
 
 def is_work_queue(name: str) -> bool:
     """A queue routed through the ``saga`` exchange under its own name."""
-    return name == RESULTS_QUEUE or name.startswith(TASK_QUEUE_PREFIX)
+    return name.startswith((RESULTS_QUEUE + ".", TASK_QUEUE_PREFIX))
 
 
 class Declarations:

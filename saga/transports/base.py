@@ -29,7 +29,7 @@ ResultHandler = Callable[[ResultMessage], Awaitable[None]]
 NoticeHandler = Callable[[WorkflowClosedNotice], Awaitable[None]]
 QueryHandler = Callable[[QueryRequest], Awaitable[QueryReply]]
 
-RESULTS_QUEUE = "saga.results"
+RESULTS_QUEUE = "saga.results"  # one queue per shard: saga.results.<shard>
 QUERIES_QUEUE = "saga.queries"
 TASK_QUEUE_PREFIX = "saga.tasks."
 DEAD_LETTER_QUEUE = "saga.dead-letter"
@@ -38,6 +38,11 @@ DEAD_LETTER_QUEUE = "saga.dead-letter"
 def task_queue_name(queue: str) -> str:
     """Broker queue name of an activity queue."""
     return TASK_QUEUE_PREFIX + queue
+
+
+def results_queue_name(shard: int) -> str:
+    """Broker queue of one shard's results and wake-ups."""
+    return f"{RESULTS_QUEUE}.{shard}"
 
 
 class Reject(SagaError):
@@ -78,8 +83,10 @@ class Transport(Protocol):
     ) -> Subscription:
         """Deliver tasks of the given activity queues, at most ``prefetch`` unacked."""
 
-    async def consume_results(self, handler: ResultHandler, *, prefetch: int) -> Subscription:
-        """Deliver results and wake-ups, at most ``prefetch`` unacked."""
+    async def consume_results(
+        self, handler: ResultHandler, *, prefetch: int, shards: Sequence[int]
+    ) -> Subscription:
+        """Deliver results and wake-ups of ``shards``, at most ``prefetch`` unacked."""
 
     async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:
         """Deliver every notice published from now on."""

@@ -28,6 +28,7 @@ from saga.transports.base import (
     ResultHandler,
     Subscription,
     TaskHandler,
+    results_queue_name,
     task_queue_name,
 )
 
@@ -160,7 +161,7 @@ class MemoryTransport:
         self.broker.queues[task_queue_name(task.queue)].put_nowait(task)
 
     async def publish_result(self, result: ResultMessage) -> None:
-        self.broker.queues["saga.results"].put_nowait(result)
+        self.broker.queues[results_queue_name(result.shard)].put_nowait(result)
 
     async def publish_notice(self, notice: WorkflowClosedNotice) -> None:
         for handler in list(self.broker.notice_handlers):
@@ -179,8 +180,11 @@ class MemoryTransport:
         names = [task_queue_name(q) for q in queues]
         return self._track(_Consumer(self.broker, names, handler, prefetch))
 
-    async def consume_results(self, handler: ResultHandler, *, prefetch: int) -> Subscription:
-        return self._track(_Consumer(self.broker, ["saga.results"], handler, prefetch))
+    async def consume_results(
+        self, handler: ResultHandler, *, prefetch: int, shards: Sequence[int]
+    ) -> Subscription:
+        names = [results_queue_name(s) for s in shards]
+        return self._track(_Consumer(self.broker, names, handler, prefetch))
 
     async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:
         return self._track(_NoticeSubscription(self.broker, handler))

@@ -65,12 +65,12 @@ from saga.transports._amqp_topology import (
 from saga.transports.base import (
     DEAD_LETTER_QUEUE,
     QUERIES_QUEUE,
-    RESULTS_QUEUE,
     NoticeHandler,
     QueryHandler,
     ResultHandler,
     Subscription,
     TaskHandler,
+    results_queue_name,
     task_queue_name,
 )
 
@@ -258,8 +258,9 @@ class RabbitMQTransport:
         await self._publish(task, "task", EXCHANGE, queue, declare=queue)
 
     async def publish_result(self, result: ResultMessage) -> None:
-        """Send a result or wake-up to ``saga.results``; returns once confirmed."""
-        await self._publish(result, "result", EXCHANGE, RESULTS_QUEUE, declare=RESULTS_QUEUE)
+        """Send a result or wake-up to ``saga.results.<shard>``; returns once confirmed."""
+        queue = results_queue_name(result.shard)
+        await self._publish(result, "result", EXCHANGE, queue, declare=queue)
 
     async def publish_notice(self, notice: WorkflowClosedNotice) -> None:
         """Broadcast to every current subscriber (none is fine); returns once confirmed."""
@@ -380,9 +381,12 @@ class RabbitMQTransport:
         sources = [Source(task_queue_name(queue)) for queue in queues]
         return await self._subscribe(Consumer(self, sources, TaskMessage, handler, prefetch))
 
-    async def consume_results(self, handler: ResultHandler, *, prefetch: int) -> Subscription:
-        """Deliver results and wake-ups, at most ``prefetch`` unacked."""
-        consumer = Consumer(self, [Source(RESULTS_QUEUE)], ResultMessage, handler, prefetch)
+    async def consume_results(
+        self, handler: ResultHandler, *, prefetch: int, shards: Sequence[int]
+    ) -> Subscription:
+        """Deliver results and wake-ups of ``shards``, at most ``prefetch`` unacked."""
+        sources = [Source(results_queue_name(shard)) for shard in shards]
+        consumer = Consumer(self, sources, ResultMessage, handler, prefetch)
         return await self._subscribe(consumer)
 
     async def subscribe_notices(self, handler: NoticeHandler) -> Subscription:

@@ -18,11 +18,13 @@ import pytest
 
 from saga.client import Client
 from saga.store.base import open_store
-from saga.transports.base import RESULTS_QUEUE, task_queue_name
+from saga.transports.base import results_queue_name, task_queue_name
 from saga.transports.memory import MemoryTransport
 from saga.transports.rabbitmq import RabbitMQTransport
 from tests.e2e.cluster import DEADLINE, Cluster, assert_one_line_error, wait_until
 from tests.fixtures.broker import TestBroker
+
+RESULTS_QUEUE = results_queue_name(0)
 
 pytestmark = [
     pytest.mark.integration,

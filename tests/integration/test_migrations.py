@@ -60,7 +60,7 @@ async def test_migrate_creates_exactly_the_tables_of_the_metadata(
         meta = (await conn.execute(select(saga_meta.c.key, saga_meta.c.value))).all()
 
     assert differences == []
-    assert revision == "0001"
+    assert revision == "0002"
     assert [tuple(row) for row in meta] == [("shard_count", "64")]
 
 

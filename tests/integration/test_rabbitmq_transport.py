@@ -18,10 +18,12 @@ from aio_pika.abc import AbstractChannel
 from saga.errors import TransportError
 from saga.failure import FailureInfo
 from saga.messages import ResultMessage, TaskMessage, WorkflowClosedNotice
-from saga.transports.base import RESULTS_QUEUE, Reject, task_queue_name
+from saga.transports.base import Reject, results_queue_name, task_queue_name
 from saga.transports.rabbitmq import RabbitMQTransport
 from tests.fixtures.broker import QueueNames, TestBroker, TransportFactory
 from tests.support.tcp_proxy import TcpProxy
+
+RESULTS_QUEUE = results_queue_name(0)  # the shard of make_result()'s messages
 
 pytestmark = [
     pytest.mark.integration,
@@ -216,7 +218,7 @@ async def test_results_round_trip(rabbit: RabbitMQTransport) -> None:
     )
     wake = ResultMessage(kind="wake", workflow_id="trip-43")
     inbox: Inbox[ResultMessage] = Inbox()
-    await rabbit.consume_results(inbox.handler, prefetch=8)
+    await rabbit.consume_results(inbox.handler, prefetch=8, shards=[0])
 
     for result in (completed, failed, wake):
         await rabbit.publish_result(result)
@@ -376,7 +378,7 @@ async def test_malformed_result_is_dead_lettered(
     rabbit: RabbitMQTransport, amqp_channel: AbstractChannel
 ) -> None:
     inbox: Inbox[ResultMessage] = Inbox()
-    await rabbit.consume_results(inbox.handler, prefetch=4)
+    await rabbit.consume_results(inbox.handler, prefetch=4, shards=[0])
 
     await publish_raw(amqp_channel, b'{"kind": "exploded"}', RESULTS_QUEUE)
     await rabbit.publish_result(make_result())
@@ -429,7 +431,7 @@ async def test_redrive_one_queue_and_drop_the_dead_letter_headers(
         raise Reject("no")
 
     tasks = await rabbit.consume_tasks([queue_name], reject, prefetch=1)
-    results = await rabbit.consume_results(reject, prefetch=1)
+    results = await rabbit.consume_results(reject, prefetch=1, shards=[0])
     await rabbit.publish_task(make_task(queue_name, headers=TRACE))
     await rabbit.publish_result(make_result())
     await eventually(lambda: rabbit.dead_lettered == 2)

@@ -5,11 +5,18 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from opentelemetry import baggage, context
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+)
 
 from examples.trip_booking.activities import ACTIVITIES, TripRequest, services
 from examples.trip_booking.workflows import TripBooking
@@ -101,6 +108,57 @@ async def test_a_compensated_trip_is_one_trace_with_the_story_in_it(telemetry, d
     assert sum(v for _, v in points["saga.activity.failures"]) == 1
 
 
+@activity.defn(queue="tenants")
+async def tenant() -> str:
+    return str(baggage.get_baggage("tenant"))
+
+
+@workflow.defn
+class Tenanted:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(tenant)
+
+
+async def test_the_callers_baggage_reaches_the_activity(telemetry, database_url):
+    tel, _, _ = telemetry
+    async with WorkflowEnvironment(
+        workflows=[Tenanted], activities=[tenant], database_url=database_url, telemetry=tel
+    ) as env:
+        token = context.attach(baggage.set_baggage("tenant", "acme"))
+        try:
+            handle = await env.client.start_workflow(Tenanted.run, id="baggage-trip")
+        finally:
+            context.detach(token)
+        assert await handle.result(timeout=30) == "acme"
+
+
+class _DropClientRoots(Sampler):
+    """Samples roots, except the client's: a trace the caller's sampler turned down."""
+
+    def should_sample(self, parent_context, trace_id, name, *args, **kwargs) -> SamplingResult:
+        dropped = name.startswith("StartWorkflow")
+        return SamplingResult(Decision.DROP if dropped else Decision.RECORD_AND_SAMPLE)
+
+    def get_description(self) -> str:
+        return "DropClientRoots"
+
+
+async def test_a_sampled_out_saga_leaves_no_orphan_spans(database_url):
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=ParentBased(root=_DropClientRoots()))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    async with WorkflowEnvironment(
+        workflows=[Tenanted],
+        activities=[tenant],
+        database_url=database_url,
+        telemetry=Telemetry(provider),
+    ) as env:
+        handle = await env.client.start_workflow(Tenanted.run, id="sampled-out")
+        assert await handle.result(timeout=30) == "None"
+    assert exporter.get_finished_spans() == (), "every hop follows the root's decision"
+
+
 gate = asyncio.Event()
 
 
@@ -162,7 +220,7 @@ async def test_dead_lettered_messages_are_counted(telemetry, broker_url, clean_b
 
     from saga.coordinator import Coordinator
     from saga.store.base import open_store
-    from saga.transports.base import RESULTS_QUEUE
+    from saga.transports.base import results_queue_name
     from saga.transports.rabbitmq import RabbitMQTransport
 
     tel, _, reader = telemetry
@@ -179,7 +237,7 @@ async def test_dead_lettered_messages_are_counted(telemetry, broker_url, clean_b
         async with connection:
             channel = await connection.channel()
             await channel.default_exchange.publish(
-                aio_pika.Message(b"{not json"), routing_key=RESULTS_QUEUE
+                aio_pika.Message(b"{not json"), routing_key=results_queue_name(0)
             )
         async with asyncio.timeout(30):
             while transport.dead_lettered < 1:
