@@ -326,6 +326,21 @@ async def test_a_running_id_is_refused_and_a_closed_id_can_be_reused(database_ur
         assert types[0] == "WorkflowStarted" and "WorkflowSignaled" not in types
 
 
+async def test_concurrent_starts_of_one_id_start_one_run(database_url: str) -> None:
+    async with environment(database_url) as env:
+        outcomes = await asyncio.gather(
+            *(env.client.start_workflow(TwoSteps.run, f"n{i}", id="once") for i in range(5)),
+            return_exceptions=True,
+        )
+        started = [o for o in outcomes if not isinstance(o, BaseException)]
+        refused = [o for o in outcomes if isinstance(o, WorkflowAlreadyStartedError)]
+        assert len(started) == 1 and len(refused) == 4, outcomes
+        assert {r.run_id for r in refused} == {started[0].run_id}
+        name = (await started[0].describe()).input[0]
+        assert await started[0].result(timeout=WAIT) == f"HELLO {name.upper()}"
+        assert (await types_of(started[0])).count("WorkflowStarted") == 1
+
+
 # --- cancel and terminate ---------------------------------------------------------------------
 async def test_cancel_raises_cancelled_error_in_the_workflow(database_url: str) -> None:
     async with environment(database_url) as env:
