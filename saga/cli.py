@@ -486,6 +486,8 @@ async def cmd_coordinator(args: argparse.Namespace) -> int:
     async def start() -> None:
         await coordinator.start()
         await console.start()
+        member = coordinator.ownership.member  # `saga status` says where its console is
+        coordinator.ownership.member = dataclasses.replace(member, http=console.url)
         daemon_log.info("HTTP API and console at %s", console.url)
 
     async def stop() -> None:

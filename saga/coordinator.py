@@ -25,6 +25,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -68,6 +69,7 @@ _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 InputKind = Literal["result", "timer", "wake"]
 _PROCESS_TASK = "saga-coordinator-process"
 _RELEASE_WAIT = 5.0  # seconds a hand-over waits for the batch in hand
+_FAILING_FOR = 30.0  # seconds a failed batch keeps the coordinator reported degraded
 _KILL_AFTER_COMMIT = "SAGA_TEST_KILL_AFTER_COMMIT"
 """Fault injection for tests: SIGKILL ourselves after the N-th commit that wrote tasks,
 before publishing them (the outbox relay of whoever takes over must send them)."""
@@ -184,8 +186,11 @@ class Coordinator:
             on_gained=self._gained,
             on_lost=self._lost,
             on_releasing=self._releasing,
+            health=self._health,
         )
+        self._failing: tuple[float, str] | None = None  # (monotonic time, why) of a failed batch
         self._shard_subscriptions: dict[int, Subscription] = {}
+        self._cancelling: set[asyncio.Task[None]] = set()
         self._sweep_now = asyncio.Event()
         self._kill_after = int(os.environ.get(_KILL_AFTER_COMMIT, "0") or 0)
 
@@ -231,6 +236,7 @@ class Coordinator:
         """Stop consuming, finish the batch in hand, hand the shards over, close."""
         for shard in list(self._shard_subscriptions):
             await self._unsubscribe(shard)
+        await asyncio.gather(*self._cancelling, return_exceptions=True)
         if self._queries is not None:
             await self._queries.cancel()
             self._queries = None
@@ -317,6 +323,7 @@ class Coordinator:
                 await self._process(batch)
             except Exception as exc:  # the loop must survive anything
                 log.exception("batch failed; inputs will be retried")
+                self._failing = (time.monotonic(), str(exc) or type(exc).__name__)
                 self._fail_batch(batch, exc)
                 await asyncio.sleep(1.0)
             finally:
@@ -486,6 +493,14 @@ class Coordinator:
         if tasks:
             self._maybe_die_before_publishing()
             await self._publish(tasks)
+
+    def _health(self) -> str | None:
+        """Why this coordinator cannot do its work now, if it cannot."""
+        if not getattr(self.transport, "connected", True):
+            return "broker unreachable"
+        if self._failing is not None and time.monotonic() - self._failing[0] < _FAILING_FOR:
+            return f"commits failing: {self._failing[1][:200]}"
+        return None
 
     def _maybe_die_before_publishing(self) -> None:
         if self._kill_after > 0:
@@ -706,10 +721,18 @@ class Coordinator:
         self._sweep_now.set()  # unactivated work, inbox rows, unsent outbox rows
 
     async def _lost(self, shards: list[int]) -> None:
-        """Another coordinator holds these now: stop at once, keep nothing of them."""
-        for shard in shards:
-            await self._unsubscribe(shard)
+        """Another coordinator holds these now: keep nothing of them, stop consuming.
+
+        Quick: the lease renewal waits for this. Messages still arriving meanwhile are
+        handed back to the broker by :meth:`_on_message`.
+        """
         self._forget(set(shards))
+        for shard in shards:
+            subscription = self._shard_subscriptions.pop(shard, None)
+            if subscription is not None:
+                task = asyncio.create_task(self._cancel(shard, subscription))
+                self._cancelling.add(task)
+                task.add_done_callback(self._cancelling.discard)
 
     async def _releasing(self, shards: list[int]) -> None:
         """Hand-over: stop consuming, let the batch in hand commit, then forget them."""
@@ -723,10 +746,13 @@ class Coordinator:
     async def _unsubscribe(self, shard: int) -> None:
         subscription = self._shard_subscriptions.pop(shard, None)
         if subscription is not None:
-            try:
-                await subscription.cancel()
-            except TransportError as exc:
-                log.warning("could not stop consuming shard %d: %s", shard, exc)
+            await self._cancel(shard, subscription)
+
+    async def _cancel(self, shard: int, subscription: Subscription) -> None:
+        try:
+            await subscription.cancel()
+        except TransportError as exc:
+            log.warning("could not stop consuming shard %d: %s", shard, exc)
 
     def _forget(self, shards: set[int]) -> None:
         """Drop cached workflows and timers of ``shards``."""

@@ -12,6 +12,7 @@ gone) has its leases released at once instead of waiting for them to expire.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import os
@@ -77,6 +78,8 @@ class Ownership:
             coordinator can receive these shards' messages anyway).
         on_gained, on_lost, on_releasing: Called with shards that became ours, that
             another coordinator took, and that we are about to hand over.
+        health: What is wrong with the coordinator now (None: nothing), published in its
+            heartbeat row for ``saga status``.
     """
 
     def __init__(
@@ -90,6 +93,7 @@ class Ownership:
         on_gained: ShardsCallback,
         on_lost: ShardsCallback,
         on_releasing: ShardsCallback,
+        health: Callable[[], str | None] = lambda: None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"lease time must be positive, not {ttl}")
@@ -113,6 +117,8 @@ class Ownership:
         self._on_gained = on_gained
         self._on_lost = on_lost
         self._on_releasing = on_releasing
+        self._health = health
+        self._keeper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Learn the shard count and take a first share before serving."""
@@ -125,7 +131,11 @@ class Ownership:
                 f"--shards names no shard of this database (it has {self.shard_count}: "
                 f"0-{self.shard_count - 1}){f'; not there: {outside}' if outside else ''}"
             )
-        await self.round()
+        await self.keep()
+        # Renewal runs from now on: subscribing to the first shards may take longer
+        # than a short lease.
+        self._keeper = asyncio.create_task(self._every_round(self.keep), name="saga-leases")
+        await self.balance()
 
     def fence(self, shards: Iterable[int]) -> LeaseFence:
         """The fence for a batch touching ``shards``; LeaseLostError if one is not ours."""
@@ -136,22 +146,33 @@ class Ownership:
         return LeaseFence(self.identity, {s: self.owned[s] for s in wanted})
 
     async def run(self) -> None:
-        """Rounds every ttl/3 seconds until cancelled; a failed round is retried."""
+        """Keep and balance the leases until cancelled; failed rounds are retried.
+
+        Renewal has a loop of its own, so subscribing to or handing over many shards
+        (seconds of broker round trips) never delays it past the lease time.
+        """
+        assert self._keeper is not None, "start() first"
+        await asyncio.gather(self._keeper, self._every_round(self.balance))
+
+    async def _every_round(self, step: Callable[[], Awaitable[None]]) -> None:
         while True:
             await asyncio.sleep(self.ttl / 3)
             try:
-                await self.round()
+                await step()
             except SagaError as exc:
                 if self.degraded is None:
                     log.warning("lease round failed: %s", exc, extra={"coordinator": self.identity})
-                self.degraded = f"cannot keep shard leases: {exc}"
+                self.degraded = f"lease renewal failed: {exc}"
             else:
-                if self.degraded is not None:
+                if self.degraded is not None and step == self.keep:
                     log.info("leases kept again", extra={"coordinator": self.identity})
-                self.degraded = None
+                    self.degraded = None
 
     async def leave(self) -> None:
         """Release everything now, so others take over without waiting (shutdown)."""
+        if self._keeper is not None:
+            self._keeper.cancel()
+            await asyncio.gather(self._keeper, return_exceptions=True)
         self.owned.clear()
         await self.store.leave(self.identity)
 
@@ -168,17 +189,26 @@ class Ownership:
             )
             await self._on_lost(gone)
 
-    async def round(self) -> None:
-        """One heartbeat, renewal and rebalancing."""
-        live = await self.store.heartbeat(self.member, self.ttl, self.shard_count)
+    async def keep(self) -> None:
+        """Heartbeat and renew; drop the shards another coordinator holds now."""
+        self.member = dataclasses.replace(self.member, degraded=self.degraded or self._health())
+        await self.store.heartbeat(self.member, self.ttl, self.shard_count)
+        before = dict(self.owned)  # shards claimed meanwhile are not in this renewal's answer
         held = await self.store.renew_leases(self.identity, self.ttl)
-        await self.lost(s for s, epoch in self.owned.items() if held.get(s) != epoch)
-        adopted = {s: e for s, e in held.items() if s not in self.owned and s in self.eligible}
-        if adopted:  # a claim whose answer we never heard (the connection dropped)
-            await self._gain(adopted)
+        await self.lost(s for s, epoch in before.items() if held.get(s) != epoch)
+
+    async def balance(self) -> None:
+        """Claim up to an even share (orphans whatever the share), hand the excess over."""
         state = await self.store.cluster()
         if await self._reap(state):
             state = await self.store.cluster()
+        mine = {
+            lease.shard: lease.epoch
+            for lease in state.leases
+            if lease.owner == self.identity and lease.shard not in self.owned
+        }
+        if mine:  # claimed, but the answer never came back (the connection dropped)
+            await self._gain({s: e for s, e in mine.items() if s in self.eligible})
         if self._alone:
             missing = sorted(self.eligible - set(self.owned))
             if missing:
@@ -186,7 +216,8 @@ class Ownership:
                     await self.store.claim_shards(self.identity, missing, self.ttl, force=True)
                 )
             return
-        target = math.ceil(len(self.eligible) / max(live, 1))
+        live = max(sum(1 for m in state.members if state.alive(m)), 1)
+        target = math.ceil(len(self.eligible) / live)
         free, orphaned = self._claimable(state)
         wanted = (
             orphaned + [s for s in free if s not in orphaned][: max(target - len(self.owned), 0)]

@@ -104,7 +104,6 @@ def _beat(dialect: str) -> Any:
 
 
 _BEAT = Query(_beat)
-_LIVE = Query(lambda d: select(func.count()).where(_C.expires_at > _now(d)))
 _RENEW = Query(
     lambda d: (
         update(shard_leases)
@@ -160,8 +159,8 @@ async def now(tx: Tx, backend: str) -> datetime:
     return value
 
 
-async def heartbeat(tx: Tx, member: Member, ttl: float, shard_count: int) -> int:
-    """Upsert the member's row, make sure every shard has a lease row; live members."""
+async def heartbeat(tx: Tx, member: Member, ttl: float, shard_count: int) -> None:
+    """Upsert the member's row, make sure every shard has a lease row."""
     if (await tx.fetchrow(_SHARD_ROWS))[0] < shard_count:
         await tx.executemany(_ADD_SHARD, [{"b_shard": s, **times()} for s in range(shard_count)])
     params = {
@@ -175,8 +174,6 @@ async def heartbeat(tx: Tx, member: Member, ttl: float, shard_count: int) -> int
         **times(ttl),
     }
     await tx.execute(_BEAT, params)
-    live: int = (await tx.fetchrow(_LIVE, params))[0]
-    return live
 
 
 async def renew(tx: Tx, owner: str, ttl: float) -> dict[int, int]:

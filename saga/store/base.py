@@ -331,8 +331,8 @@ class Store(Protocol):
 
     # -- shard leases (see saga.store._leases) ------------------------------------------
 
-    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> int:
-        """Announce ``member`` alive for ``ttl`` seconds; returns how many members are alive.
+    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> None:
+        """Announce ``member`` alive for ``ttl`` seconds.
 
         Also creates the lease rows of shards ``0 .. shard_count - 1`` that are missing.
         """

@@ -561,9 +561,9 @@ class SQLStore:
 
     # -- shard leases --------------------------------------------------------------------
 
-    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> int:
-        """Announce ``member`` alive for ``ttl`` seconds; how many members are alive."""
-        return await self._run(
+    async def heartbeat(self, member: Member, ttl: float, shard_count: int) -> None:
+        """Announce ``member`` alive for ``ttl`` seconds (and create missing lease rows)."""
+        await self._run(
             "heartbeat",
             lambda tx: _leases.heartbeat(tx, member, ttl, shard_count),
             transaction=True,

@@ -232,6 +232,11 @@ class RabbitMQTransport:
                 await connection.close()
             log.info("disconnected from RabbitMQ", extra={"broker": self.where})
 
+    @property
+    def connected(self) -> bool:
+        """Connected now (False while the connection is being re-established)."""
+        return self._connection is not None and self._connection.connected.is_set()
+
     def _require_connection(self) -> AbstractRobustConnection:
         """The live connection; TransportError before :meth:`connect` or after close."""
         if self._connection is None:
