@@ -82,6 +82,86 @@ async def rabbitmq_publish_confirm(url: str, rounds: int) -> dict[str, float]:
     return summary(timings)
 
 
+async def postgres_commits_parallel(
+    url: str, connections: int = 16, seconds: float = 5.0
+) -> dict[str, float]:
+    """Single-row commits from ``connections`` connections at once, for ``seconds``.
+
+    What many coordinators' commits look like to the server: concurrent commits share a
+    WAL flush (PostgreSQL's group commit), so the rate is far above one connection's.
+    """
+    conns = [await asyncpg.connect(asyncpg_dsn(url)) for _ in range(connections)]
+    table = f"baseline_{uuid.uuid4().hex[:8]}"
+    body = json.dumps({"workflow_id": "w", "seq": 1, "payload": "x" * 200})
+    try:
+        await conns[0].execute(f"CREATE TABLE {table} (id bigserial PRIMARY KEY, body jsonb)")
+        deadline = time.perf_counter() + seconds
+        counts = [0] * connections
+
+        async def commit(i: int, conn: asyncpg.Connection) -> None:
+            while time.perf_counter() < deadline:
+                async with conn.transaction():
+                    await conn.execute(f"INSERT INTO {table} (body) VALUES ($1)", body)
+                counts[i] += 1
+
+        began = time.perf_counter()
+        await asyncio.gather(*(commit(i, c) for i, c in enumerate(conns)))
+        elapsed = time.perf_counter() - began
+        await conns[0].execute(f"DROP TABLE IF EXISTS {table}")
+    finally:
+        for conn in conns:
+            await conn.close()
+    return {"connections": connections, "seconds": elapsed, "per_s": sum(counts) / elapsed}
+
+
+async def rabbitmq_queue_rate(
+    url: str, messages: int = 20000, window: int = 500
+) -> dict[str, float]:
+    """One durable queue's rate: persistent publishes with confirms, ``window`` in flight,
+    then consuming them all with acks (prefetch ``window``)."""
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel(publisher_confirms=True)
+        await channel.set_qos(prefetch_count=window)
+        queue = await channel.declare_queue(f"baseline-{uuid.uuid4().hex[:8]}", durable=True)
+        body = json.dumps({"workflow_id": "w", "seq": 1, "payload": "x" * 200}).encode()
+        try:
+            began = time.perf_counter()
+            for first in range(0, messages, window):
+                await asyncio.gather(
+                    *(
+                        channel.default_exchange.publish(
+                            aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT),
+                            routing_key=queue.name,
+                        )
+                        for _ in range(min(window, messages - first))
+                    )
+                )
+            published = time.perf_counter() - began
+            done = asyncio.get_running_loop().create_future()
+            received = 0
+
+            async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+                nonlocal received
+                await message.ack()
+                received += 1
+                if received == messages and not done.done():
+                    done.set_result(None)
+
+            began = time.perf_counter()
+            tag = await queue.consume(on_message)
+            await asyncio.wait_for(done, timeout=120)
+            consumed = time.perf_counter() - began
+            await queue.cancel(tag)
+        finally:
+            await queue.delete(if_unused=False, if_empty=False)
+    return {
+        "messages": messages,
+        "publish_confirm_per_s": messages / published,
+        "consume_ack_per_s": messages / consumed,
+    }
+
+
 async def measure(db: str, broker: str, rounds: int) -> dict[str, Any]:
     return {
         "postgres_commit": await postgres_commit(db, rounds),

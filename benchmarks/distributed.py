@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -28,6 +29,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -103,16 +105,48 @@ def _figures(report: BenchReport, activity_time: float) -> dict[str, Any]:
     }
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
-    name = f"saga_bench_{secrets.token_hex(4)}"
-    vhost = f"saga-bench-{secrets.token_hex(4)}"
-    db = _with_database(args.admin_db, name)
-    broker = _with_vhost(args.broker, vhost)
-    user = urlsplit(args.broker).username or "guest"
-    await _admin(args.admin_db, f'CREATE DATABASE "{name}"')
-    _rabbitmqctl("add_vhost", vhost)
+@contextlib.asynccontextmanager
+async def scratch(
+    admin_db: str, broker: str, prefix: str = "bench"
+) -> AsyncIterator[tuple[str, str]]:
+    """A scratch database ``saga_<prefix>_…`` and vhost ``saga-<prefix>-…``: their URLs.
+
+    Both are dropped on the way out, whatever happened inside (a failed run included).
+    """
+    name = f"saga_{prefix}_{secrets.token_hex(4)}"
+    vhost = f"saga-{prefix}-{secrets.token_hex(4)}"
+    user = urlsplit(broker).username or "guest"
+    await _admin(admin_db, f'CREATE DATABASE "{name}"')
     try:
-        _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+        _rabbitmqctl("add_vhost", vhost)
+        try:
+            _rabbitmqctl("set_permissions", "-p", vhost, user, ".*", ".*", ".*")
+            yield _with_database(admin_db, name), _with_vhost(broker, vhost)
+        finally:
+            _rabbitmqctl("delete_vhost", vhost)
+    finally:
+        await _admin(admin_db, f'DROP DATABASE IF EXISTS "{name}"')
+
+
+async def machine(admin_db: str) -> dict[str, Any]:
+    """The CPU, the system and the versions of Python, PostgreSQL and RabbitMQ."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "system": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "postgresql": await _admin(admin_db, "SHOW server_version"),
+        "rabbitmq": _rabbitmqctl("version"),
+    }
+
+
+def command(module: str) -> str:
+    """How this script was run, for the record."""
+    return shlex.join([Path(sys.executable).name, "-m", module, *sys.argv[1:]])
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    async with scratch(args.admin_db, args.broker) as (db, broker):
         load_before = os.getloadavg()
         baseline = await measure(db, broker, args.rounds)
         loaded = await run_bench(
@@ -140,26 +174,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             show_progress=False,
         )
         load_after = os.getloadavg()
-        versions = {
-            "python": platform.python_version(),
-            "postgresql": await _admin(args.admin_db, "SHOW server_version"),
-            "rabbitmq": _rabbitmqctl("version"),
-        }
-    finally:
-        await _admin(args.admin_db, f'DROP DATABASE IF EXISTS "{name}"')
-        _rabbitmqctl("delete_vhost", vhost)
+        described = await machine(args.admin_db)
     return {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": shlex.join(
-            [Path(sys.executable).name, "-m", "benchmarks.distributed", *sys.argv[1:]]
-        ),
+        "command": command("benchmarks.distributed"),
         "machine": {
-            "cpu": _cpu_model(),
-            "cores": os.cpu_count(),
-            "system": f"{platform.system()} {platform.release()}",
+            **described,
             "load_average_before": [round(x, 2) for x in load_before],
             "load_average_after": [round(x, 2) for x in load_after],
-            **versions,
         },
         "baseline": baseline,
         f"concurrency_{args.concurrency}": _figures(loaded, 0.0),

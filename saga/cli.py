@@ -548,13 +548,15 @@ def _exit_soon(code: int, *, grace: float) -> None:
 
     Past the drain, the tasks of synchronous activities are back in the queue, but their
     threads cannot be cancelled, and the interpreter would wait for them at exit however
-    long they take. A stopping worker does not. (asyncio's executor threads are named
-    ``asyncio_N``; idle ones are gone within moments of the event loop's shutdown.)
+    long they take. A stopping worker does not. (Idle executor threads are gone within
+    moments of the event loop's shutdown; only a busy one is still there.)
     """
+    main_thread = threading.main_thread()
 
     def watchdog() -> None:
         time.sleep(grace)
-        if any(t.name.startswith("asyncio_") and t.is_alive() for t in threading.enumerate()):
+        busy = [t for t in threading.enumerate() if t is not main_thread and not t.daemon]
+        if any(t.is_alive() for t in busy):
             daemon_log.warning(
                 "activity threads still running after the drain; exiting without them"
             )
@@ -871,6 +873,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_async(main: Coroutine[Any, Any, int]) -> int:
+    """Run on uvloop where it is installed: less Python per message and per system call.
+
+    ``SAGA_EVENT_LOOP=asyncio`` asks for the standard loop instead.
+    """
+    if os.environ.get("SAGA_EVENT_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main)
+    return asyncio.run(main)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``saga`` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -883,7 +901,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         daemon_log.setLevel(logging.INFO)
     exporting = tracing.configure_from_env(f"saga-{args.command}")
     try:
-        code = asyncio.run(args.func(args))
+        code = run_async(args.func(args))
     except UsageError as exc:
         print(f"saga: error: {_one_line(exc)}", file=sys.stderr)
         code = 2

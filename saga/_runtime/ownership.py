@@ -42,13 +42,18 @@ def node_name() -> str:
 
 
 def _process_gone(pid: int) -> bool:
+    """No such process, or a zombie (killed, not yet reaped by its parent)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
         return False
-    return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def parse_shards(spec: str) -> frozenset[int]:
@@ -135,7 +140,10 @@ class Ownership:
         # Renewal runs from now on: subscribing to the first shards may take longer
         # than a short lease.
         self._keeper = asyncio.create_task(self._every_round(self.keep), name="saga-leases")
-        await self.balance()
+        try:
+            await self.balance()
+        except SagaError as exc:  # e.g. a claim that lost a race; the next round retries
+            log.warning("first lease round failed: %s", exc, extra={"coordinator": self.identity})
 
     def fence(self, shards: Iterable[int]) -> LeaseFence:
         """The fence for a batch touching ``shards``; LeaseLostError if one is not ours."""

@@ -43,6 +43,7 @@ class BenchConfig:
     broker_url: str | None = None
     coordinators: int = 1
     workers: int = 1
+    lease_ttl: float | None = None
     external: bool = False
     timeout: float = 60.0
     sample: int = 200
@@ -127,7 +128,8 @@ async def _spawn(cfg: BenchConfig) -> list[subprocess.Popen[bytes]]:
     if upgrade.returncode != 0:
         raise SagaError(f"bench: saga db upgrade failed: {upgrade.stderr.strip()}")
     app = ["--app", "saga.bench.scenarios"]
-    commands = [("coordinator", [*base, "coordinator", *app, *common])] * cfg.coordinators
+    leases = [] if cfg.lease_ttl is None else ["--lease-ttl", str(cfg.lease_ttl)]
+    commands = [("coordinator", [*base, "coordinator", *app, *common, *leases])] * cfg.coordinators
     commands += [("worker", [*base, "worker", *app, *common])] * cfg.workers
     logs = Path(tempfile.mkdtemp(prefix="saga-bench-"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

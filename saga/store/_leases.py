@@ -188,7 +188,7 @@ async def claim(
     """Claim each free or expired shard among ``shards`` (any, with ``force``); those won."""
     query = _STEAL if force else _CLAIM
     won: dict[int, int] = {}
-    for shard in shards:
+    for shard in sorted(shards):  # rows locked in one global order: claims cannot deadlock
         row = await tx.fetchrow(query, {"b_owner": owner, "b_shard": shard, **times(ttl)})
         if row is not None:
             won[row.shard] = row.epoch
