@@ -144,7 +144,10 @@ class Coordinator:
             d = definition_of(wf)
             self.definitions[d.name] = d
         self.store = store or open_store(settings.database_url)
-        self.transport = transport or open_transport(settings.broker_url)
+        # A paused coordinator's unacknowledged results must go back to the queue about
+        # when its leases run out, not a minute later: the broker's heartbeat decides.
+        heartbeat = max(1, int(lease_ttl / 2))
+        self.transport = transport or open_transport(settings.broker_url, heartbeat=heartbeat)
         self.clock: Clock = clock or SystemClock()
         self.telemetry = telemetry or Telemetry()
         self.telemetry.observe_outbox(lambda: self._backlog + len(self._publishing))

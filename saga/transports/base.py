@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
+from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 from saga.errors import ConfigurationError, SagaError
 from saga.messages import (
@@ -101,8 +102,12 @@ class Transport(Protocol):
         """Answer query requests with ``handler`` (coordinators; several may serve)."""
 
 
-def open_transport(url: str) -> Transport:
-    """Build the transport named by a broker URL (not yet connected)."""
+def open_transport(url: str, *, heartbeat: int | None = None) -> Transport:
+    """Build the transport named by a broker URL (not yet connected).
+
+    ``heartbeat``: seconds of silence after which the broker drops the connection (and
+    hands its unacknowledged messages to other consumers), unless the URL sets one.
+    """
     if url.startswith("memory://"):
         from saga.transports.memory import MemoryTransport
 
@@ -110,5 +115,9 @@ def open_transport(url: str) -> Transport:
     if url.startswith(("amqp://", "amqps://")):
         from saga.transports.rabbitmq import RabbitMQTransport
 
+        parts = urlsplit(url)
+        if heartbeat is not None and "heartbeat" not in parse_qs(parts.query):
+            query = "&".join(filter(None, [parts.query, f"heartbeat={heartbeat}"]))
+            url = urlunsplit(parts._replace(query=query))
         return RabbitMQTransport(url)
     raise ConfigurationError(f"unsupported broker URL {url!r}: use amqp://… or memory://")

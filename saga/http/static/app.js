@@ -602,10 +602,16 @@
           h("td", { class: "num" }, c.counts[s] || 0)))),
         h("h2", {}, "Workflow types"),
         c.workflow_types.length ? h("p", {}, c.workflow_types.join(", ")) : h("p", { class: "muted" }, "none registered"),
-        h("h2", {}, "Coordinators and shards"),
-        c.coordinators === null
-          ? h("p", { class: "muted" }, "Not known to this store.")
-          : h("pre", { class: "json" }, pretty(c.coordinators)),
+        h("h2", {}, `Coordinators and shards (${c.coordinators.shard_count})`),
+        table(["Coordinator", "Host", "PID", "Alive", "Shards", "Last heartbeat", "Degraded"],
+          c.coordinators.coordinators.map((m) => h("tr", {},
+            h("td", {}, m.http ? h("a", { href: m.http }, m.identity) : m.identity),
+            h("td", {}, m.host), h("td", { class: "num" }, m.pid),
+            h("td", {}, m.alive ? "yes" : "no"), h("td", { class: "num" }, m.shards.length),
+            h("td", {}, m.heartbeat_at), h("td", {}, m.degraded || "")))),
+        h("p", { "data-testid": "cluster-health", class: c.coordinators.healthy ? "" : "warnings" },
+          c.coordinators.healthy ? "Healthy: every shard has a live owner."
+            : "Not healthy: " + c.coordinators.problems.join("; ")),
         c.notes.length ? h("ul", { class: "warnings" }, c.notes.map((n) => h("li", {}, n))) : null);
     }
     await load();
