@@ -263,13 +263,20 @@ class RabbitMQTransport:
         await self._publish(task, "task", EXCHANGE, queue, declare=queue)
 
     async def publish_result(self, result: ResultMessage) -> None:
-        """Send a result or wake-up to ``saga.results.<shard>``; returns once confirmed."""
+        """Send a result or wake-up to ``saga.results.<shard>``; returns once confirmed.
+
+        Wake-ups are not written to disk: what they announce is in the database, and
+        the coordinators' sweep finds it if a broker restart loses them.
+        """
         queue = results_queue_name(result.shard)
-        await self._publish(result, "result", EXCHANGE, queue, declare=queue)
+        persistent = result.kind != "wake"
+        await self._publish(result, "result", EXCHANGE, queue, declare=queue, persistent=persistent)
 
     async def publish_notice(self, notice: WorkflowClosedNotice) -> None:
         """Broadcast to every current subscriber (none is fine); returns once confirmed."""
-        await self._publish(notice, "notice", NOTICES_EXCHANGE, "", mandatory=False)
+        await self._publish(
+            notice, "notice", NOTICES_EXCHANGE, "", mandatory=False, persistent=False
+        )
 
     async def _publish(
         self,
@@ -280,6 +287,7 @@ class RabbitMQTransport:
         *,
         declare: str | None = None,
         mandatory: bool = True,
+        persistent: bool = True,
     ) -> None:
         headers: dict[str, Any] = dict(envelope.headers)
         headers.update(schema_version=envelope.schema_version, message_type=kind)
@@ -287,7 +295,11 @@ class RabbitMQTransport:
             envelope.model_dump_json().encode(),
             headers=headers,
             content_type="application/json",
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            delivery_mode=(
+                aio_pika.DeliveryMode.PERSISTENT
+                if persistent
+                else aio_pika.DeliveryMode.NOT_PERSISTENT
+            ),
             type=kind,
             app_id="saga",
             correlation_id=getattr(envelope, "workflow_id", None),
@@ -416,7 +428,9 @@ class RabbitMQTransport:
             if not request.reply_to:
                 return
             try:  # best effort: an asker that gave up (and its queue) may be gone
-                await self._publish(reply, "reply", "", request.reply_to, mandatory=False)
+                await self._publish(
+                    reply, "reply", "", request.reply_to, mandatory=False, persistent=False
+                )
             except TransportError as exc:
                 log.warning("query reply not sent: %s", exc, extra=message_fields(request))
 
