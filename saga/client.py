@@ -228,7 +228,8 @@ class WorkflowHandle:
                 if wait <= 0:
                     raise TimeoutError(f"workflow {self.id!r} still running after {timeout}s")
             try:
-                await asyncio.wait_for(asyncio.shield(waiter), wait)
+                async with asyncio.timeout(wait):
+                    await asyncio.shield(waiter)
             except TimeoutError:
                 poll = min(poll * 2, 2.0)  # notices are best effort: poll as a fallback
 

@@ -311,12 +311,16 @@ class Coordinator:
     # --- processing ----------------------------------------------------------------------
     async def _process_loop(self) -> None:
         while not self._stopping:
-            try:
-                first = await asyncio.wait_for(self._inputs.get(), 0.2)
-            except TimeoutError:
-                if self._sent_unmarked:
-                    await self._flush_sent()
-                continue
+            if self._inputs.empty():
+                try:  # (a timeout scope: no task per wait, as wait_for would create)
+                    async with asyncio.timeout(0.2):
+                        first = await self._inputs.get()
+                except TimeoutError:
+                    if self._sent_unmarked:
+                        await self._flush_sent()
+                    continue
+            else:
+                first = self._inputs.get_nowait()
             batch = [first]
             while len(batch) < self._batch_size and not self._inputs.empty():
                 batch.append(self._inputs.get_nowait())

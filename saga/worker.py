@@ -286,7 +286,8 @@ async def _run_with_timeout(
     if limit is None:
         return await call()
     try:
-        return await asyncio.wait_for(call(), limit)
+        async with asyncio.timeout(limit):
+            return await call()
     except asyncio.TimeoutError as exc:  # noqa: UP041 - the builtin is shadowed here
         raise TimeoutError(
             f"activity {definition.name!r} exceeded its start-to-close timeout of {limit}s",
