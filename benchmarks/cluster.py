@@ -54,7 +54,7 @@ from benchmarks.baseline import (
     rabbitmq_queue_rate,
 )
 from benchmarks.cpu import Classifier, CpuSampler, servers
-from benchmarks.distributed import command, machine, scratch
+from benchmarks.distributed import add_service_arguments, command, machine, scratch
 from saga.bench import BenchConfig, run_bench
 from saga.bench.driver import _spawn, _stop
 from saga.bench.report import BenchReport
@@ -512,16 +512,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--admin-db",
-        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        help="a PostgreSQL URL allowed to create databases",
-    )
-    parser.add_argument(
-        "--broker",
-        default="amqp://guest:guest@127.0.0.1:5672/",
-        help="the RabbitMQ server (scratch vhosts are made on it)",
-    )
+    add_service_arguments(parser)
     parser.add_argument("--workflows", type=int, default=1500)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--coordinators", default="1,2,3", help="comma-separated K values")

@@ -223,8 +223,8 @@ def markdown(result: dict[str, Any], concurrency: int) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def add_service_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--admin-db`` and ``--broker``: the servers the scratch database and vhost go on."""
     parser.add_argument(
         "--admin-db",
         default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
@@ -233,8 +233,13 @@ def main() -> None:
     parser.add_argument(
         "--broker",
         default="amqp://guest:guest@127.0.0.1:5672/",
-        help="the RabbitMQ server (a scratch vhost is made on it)",
+        help="the RabbitMQ server (scratch vhosts are made on it)",
     )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_service_arguments(parser)
     parser.add_argument("--workflows", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--serial", type=int, default=200, help="sagas at concurrency 1")

@@ -46,7 +46,14 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from benchmarks.baseline import asyncpg_dsn
-from benchmarks.distributed import _admin, _cpu_model, _rabbitmqctl, _with_database, _with_vhost
+from benchmarks.distributed import (
+    _admin,
+    _cpu_model,
+    _rabbitmqctl,
+    _with_database,
+    _with_vhost,
+    add_service_arguments,
+)
 from saga.bench import BenchConfig
 from saga.bench.driver import _spawn, _stop
 from saga.bench.scenarios import BenchParams, Timers
@@ -295,16 +302,7 @@ async def _main(args: argparse.Namespace) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--admin-db",
-        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        help="a PostgreSQL URL allowed to create databases",
-    )
-    parser.add_argument(
-        "--broker",
-        default="amqp://guest:guest@127.0.0.1:5672/",
-        help="the RabbitMQ server (a scratch vhost is made on it)",
-    )
+    add_service_arguments(parser)
     parser.add_argument("--small", type=int, default=10_000, help="first measurement")
     parser.add_argument("--large", type=int, default=100_000, help="second measurement")
     parser.add_argument("--concurrency", type=int, default=50, help="concurrent start calls")

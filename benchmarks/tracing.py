@@ -43,7 +43,13 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
 from benchmarks import embedded
-from benchmarks.distributed import _admin, _rabbitmqctl, _with_database, _with_vhost
+from benchmarks.distributed import (
+    _admin,
+    _rabbitmqctl,
+    _with_database,
+    _with_vhost,
+    add_service_arguments,
+)
 from saga.bench import BenchConfig, run_bench
 from saga.bench.driver import _await_ready, _launch, _stop
 from saga.tracing import Telemetry
@@ -228,12 +234,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--distributed", action="store_true")
-    parser.add_argument(
-        "--admin-db",
-        default="postgresql+asyncpg://postgres@127.0.0.1:5432/postgres",
-        help="a PostgreSQL URL allowed to create databases",
-    )
-    parser.add_argument("--broker", default="amqp://guest:guest@127.0.0.1:5672/")
+    add_service_arguments(parser)
     args = parser.parse_args()
     args.workflows = args.workflows or (400 if args.distributed else 2000)
     context = multiprocessing.get_context("spawn")
