@@ -197,6 +197,7 @@ class Coordinator:
         self._failing: tuple[float, str] | None = None  # (monotonic time, why) of a failed batch
         self._shard_subscriptions: dict[int, Subscription] = {}
         self._cancelling: set[asyncio.Task[None]] = set()
+        self._publishers: set[asyncio.Task[None]] = set()
         self._sweep_now = asyncio.Event()
         self._kill_after = int(os.environ.get(_KILL_AFTER_COMMIT, "0") or 0)
 
@@ -263,6 +264,10 @@ class Coordinator:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        if self._publishers:  # tasks being published: let them reach the broker
+            await asyncio.wait(list(self._publishers), timeout=self._drain_timeout)
+            for job in list(self._publishers):
+                job.cancel()  # unsent ones stay in the outbox for the relay
         if self._started and self._sent_unmarked:
             try:
                 await self.store.mark_sent(list(self._sent_unmarked))
@@ -509,7 +514,7 @@ class Coordinator:
                     item.done.set_result(None)
         if tasks:
             self._maybe_die_before_publishing()
-            await self._publish(tasks)
+            self._publish_behind(tasks)
 
     def _health(self) -> str | None:
         """Why this coordinator cannot do its work now, if it cannot."""
@@ -616,10 +621,27 @@ class Coordinator:
             replayed.instance.dispose()
 
     # --- outbox --------------------------------------------------------------------------
-    async def _publish(self, tasks: Iterable[TaskMessage]) -> None:
-        tasks = list(tasks)
+    def _publish_behind(self, tasks: list[TaskMessage]) -> None:
+        """Publish committed tasks while the next batch is processed.
+
+        Nothing waits for the broker's confirms but the ``sent`` mark: the tasks are in
+        the outbox already, and the relay sends again whatever fails here.
+        """
+        keys = self._claim_publishing(tasks)  # now: the relay and idle() must see them
+        job = asyncio.create_task(self._publish(tasks, keys))
+        self._publishers.add(job)
+        job.add_done_callback(self._publishers.discard)
+
+    def _claim_publishing(self, tasks: list[TaskMessage]) -> list[tuple[str, int, int]]:
         keys = [(t.workflow_id, t.seq, t.attempt) for t in tasks]
         self._publishing.update(keys)
+        return keys
+
+    async def _publish(
+        self, tasks: list[TaskMessage], keys: list[tuple[str, int, int]] | None = None
+    ) -> None:
+        if keys is None:
+            keys = self._claim_publishing(tasks)
         try:
             results = await asyncio.gather(
                 *(self.transport.publish_task(t) for t in tasks), return_exceptions=True
