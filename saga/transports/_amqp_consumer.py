@@ -20,7 +20,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from aio_pika.exceptions import CONNECTION_EXCEPTIONS
 from pydantic import BaseModel, ValidationError
 
-from saga.errors import TransportError
+from saga.errors import SagaError, TransportError
 from saga.transports._amqp_topology import (
     EXCHANGE,
     NOTICES_EXCHANGE,
@@ -173,6 +173,10 @@ class Consumer(Generic[M]):
                 task = asyncio.current_task()
                 if self._cancelled or (task is not None and task.cancelling()):
                     raise  # cancelled by us: the channel closes and the broker requeues
+                await self._retry_later(message, fields)
+                return
+            except SagaError as exc:  # expected (a shard moved, the database is down): one line
+                log.warning("message will be redelivered: %s", exc, extra=fields)
                 await self._retry_later(message, fields)
                 return
             except Exception:
