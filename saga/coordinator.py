@@ -637,11 +637,8 @@ class Coordinator:
         self._publishing.update(keys)
         return keys
 
-    async def _publish(
-        self, tasks: list[TaskMessage], keys: list[tuple[str, int, int]] | None = None
-    ) -> None:
-        if keys is None:
-            keys = self._claim_publishing(tasks)
+    async def _publish(self, tasks: list[TaskMessage], keys: list[tuple[str, int, int]]) -> None:
+        """Send claimed tasks, wait for the confirms, and release the claim."""
         try:
             results = await asyncio.gather(
                 *(self.transport.publish_task(t) for t in tasks), return_exceptions=True
@@ -676,7 +673,7 @@ class Coordinator:
         ]
         if pending:
             log.info("outbox relay publishing %d task(s)", len(pending))
-            await self._publish(pending)
+            await self._publish(pending, self._claim_publishing(pending))
             await self._flush_sent()
 
     # --- timers ----------------------------------------------------------------------------

@@ -170,7 +170,7 @@ class Ownership:
             except SagaError as exc:
                 if self.degraded is None:
                     log.warning("lease round failed: %s", exc, extra={"coordinator": self.identity})
-                self.degraded = f"lease renewal failed: {exc}"
+                self.degraded = f"lease round failed: {exc}"
             else:
                 if self.degraded is not None and step == self.keep:
                     log.info("leases kept again", extra={"coordinator": self.identity})
@@ -244,7 +244,7 @@ class Ownership:
         for lease in state.leases:
             if lease.shard not in self.eligible or lease.shard in self.owned:
                 continue
-            if lease.owner is None or lease.expires_at <= state.now:
+            if not state.held(lease):
                 free.append(lease.shard)
                 if lease.expires_at <= long_ago:
                     orphaned.append(lease.shard)

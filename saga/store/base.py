@@ -195,17 +195,19 @@ class ClusterState:
         """Its heartbeat has not expired."""
         return member.expires_at > self.now
 
+    def held(self, lease: ShardLease) -> bool:
+        """Someone holds this lease now (it has an owner and has not expired)."""
+        return lease.owner is not None and lease.expires_at > self.now
+
     def owned_by(self, identity: str) -> list[int]:
         """Shards whose unexpired lease ``identity`` holds."""
         return [
-            lease.shard
-            for lease in self.leases
-            if lease.owner == identity and lease.expires_at > self.now
+            lease.shard for lease in self.leases if lease.owner == identity and self.held(lease)
         ]
 
     def unowned(self) -> list[int]:
         """Shards no live lease covers (nobody advances their workflows now)."""
-        held = {lease.shard for lease in self.leases if lease.owner and lease.expires_at > self.now}
+        held = {lease.shard for lease in self.leases if self.held(lease)}
         return [shard for shard in range(self.shard_count) if shard not in held]
 
 
