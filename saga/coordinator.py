@@ -485,9 +485,7 @@ class Coordinator:
                     self._evict(workflow_id)
                     _give_back(by_workflow.pop(workflow_id, []), LeaseLostError(lost))
                 continue
-            if not conflicts:
-                self._sent_unmarked.difference_update(mark)
-                break
+            self._sent_unmarked.difference_update(mark)
             for workflow_id in conflicts:
                 log.warning("stale workflow version; reloading", extra={"workflow_id": workflow_id})
                 writes.pop(workflow_id, None)
@@ -495,6 +493,7 @@ class Coordinator:
                 self._evict(workflow_id)
                 for item in by_workflow.pop(workflow_id, []):
                     self._inputs.put_nowait(item)
+            break
         tasks: list[TaskMessage] = []
         for workflow_id, write in writes.items():
             ex = touched[workflow_id]

@@ -273,8 +273,8 @@ class Store(Protocol):
     async def commit(self, batch: WriteBatch) -> list[str]:
         """Apply the batch in one transaction.
 
-        Returns the ids of workflows whose fence failed; when the list is not empty
-        nothing at all was written and the caller retries without those workflows.
+        Returns the ids of workflows whose fence failed: nothing of theirs is written,
+        while every other write of the batch is (each write is atomic on its own).
         Closing writes also delete every outbox row and timer of the workflow. With a
         ``batch.fence``, raises LeaseLostError (writing nothing) if a lease moved on.
         """

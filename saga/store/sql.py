@@ -51,7 +51,14 @@ from saga.failure import FailureInfo
 from saga.history import HistoryEvent, WorkflowStatus
 from saga.messages import TaskMessage
 from saga.store import _leases
-from saga.store._commit import MARK_SENT, Conflicts, commit_batch, sent_key
+from saga.store._commit import (
+    MARK_SENT,
+    Conflicts,
+    commit_batch,
+    commit_statement,
+    fits_one_statement,
+    sent_key,
+)
 from saga.store._engine import Tx, open_database
 from saga.store._query import Query
 from saga.store.base import (
@@ -311,7 +318,8 @@ class SQLStore:
         now = datetime.now(UTC)
 
         async def body(tx: Tx) -> None:
-            await commit_batch(tx, WriteBatch([write]), backend, now)
+            if await commit_batch(tx, WriteBatch([write]), backend, now):
+                raise Conflicts([write.workflow_id])
             if await tx.fetchrow(_CREATE_WORKFLOW, row) is None:  # the write must close
                 raise Conflicts([write.workflow_id])
             for params in rows:
@@ -373,23 +381,19 @@ class SQLStore:
     # -- the hot path --------------------------------------------------------------------
 
     async def commit(self, batch: WriteBatch) -> list[str]:
-        """Apply the batch in one transaction; on any fence conflict write nothing.
+        """Apply every write whose fence holds, in one transaction; see :meth:`Store.commit`.
 
-        Returns the ids of the workflows whose version had moved on.
+        On PostgreSQL most batches are one statement (:func:`commit_statement`).
         """
         if not batch.writes and not batch.mark_sent:
             return []
         now = datetime.now(UTC)
         backend = self._db.backend
-
-        async def body(tx: Tx) -> None:
-            await commit_batch(tx, batch, backend, now)
-
-        try:
-            await self._run("commit", body, transaction=True)
-        except Conflicts as conflicts:
-            return conflicts.workflow_ids
-        return []
+        if backend == "postgresql" and fits_one_statement(batch):
+            return await self._run("commit", lambda tx: commit_statement(tx, batch, now))
+        return await self._run(
+            "commit", lambda tx: commit_batch(tx, batch, backend, now), transaction=True
+        )
 
     # -- outbox and timers -------------------------------------------------------------
 

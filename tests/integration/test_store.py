@@ -217,7 +217,9 @@ async def test_commit_appends_events_in_order_and_advances_version(store: SQLSto
     assert got is not None and (got.version, got.history_length) == (2, 5)
 
 
-async def test_stale_write_conflicts_and_nothing_of_the_batch_is_written(store: SQLStore) -> None:
+async def test_stale_writes_conflict_and_write_nothing_while_the_fresh_one_commits(
+    store: SQLStore,
+) -> None:
     await started_workflow(store, "a")
     await started_workflow(store, "b")
     await started_workflow(store, "c")
@@ -229,18 +231,28 @@ async def test_stale_write_conflicts_and_nothing_of_the_batch_is_written(store: 
         outbox_add=[task(1, workflow_id="a", run_id=run_of("a"))],
         timers_add=[TimerRow("a", run_of("a"), TimerKind.TIMER, 2, T0)],
     )
-    stale_version = WorkflowWrite("b", run_of("b"), 0, events=[scheduled(2, 1)])
+    stale_version = WorkflowWrite(
+        "b",
+        run_of("b"),
+        0,
+        events=[scheduled(2, 1)],
+        outbox_add=[task(1, workflow_id="b", run_id=run_of("b"))],
+        timers_add=[TimerRow("b", run_of("b"), TimerKind.TIMER, 2, T0)],
+    )
     stale_run = WorkflowWrite("c", "c.0", 1, events=[scheduled(2, 1)])
 
     conflicts = await store.commit(WriteBatch([fresh, stale_version, stale_run]))
 
     assert conflicts == ["b", "c"]
-    for workflow_id in "abc":
+    assert [e.event_id for e in await store.load_history("a", run_of("a"))] == [1, 2]
+    got_a = await store.get_workflow("a")
+    assert got_a is not None and (got_a.version, got_a.history_length) == (2, 2)
+    for workflow_id in "bc":
         assert len(await store.load_history(workflow_id, run_of(workflow_id))) == 1
         got = await store.get_workflow(workflow_id)
         assert got is not None and (got.version, got.history_length) == (1, 1)
-    assert await store.outbox(only_unsent=False) == []
-    assert await store.timers_due_before(T0 + timedelta(days=1)) == []
+    assert [r.message.workflow_id for r in await store.outbox(only_unsent=False)] == ["a"]
+    assert [t.workflow_id for t in await store.timers_due_before(T0 + timedelta(days=1))] == ["a"]
 
 
 async def test_two_writers_from_one_version_only_one_commits(store: SQLStore) -> None:
@@ -331,6 +343,41 @@ async def test_outbox_rows_are_deleted_by_seq_and_all_on_close(store: SQLStore) 
     assert [row.key for row in await store.outbox(only_unsent=False)] == [("wf", 1, 1)]
 
     await close(store)
+    assert await store.outbox(only_unsent=False) == []
+
+
+async def test_a_write_may_delete_and_re_add_a_key_and_rows_it_deletes_may_be_marked_sent(
+    store: SQLStore,
+) -> None:
+    await started_workflow(store)
+    soon, later = T0 + timedelta(minutes=1), T0 + timedelta(minutes=5)
+    await store.commit(
+        WriteBatch(
+            [
+                WorkflowWrite(
+                    "wf", RUN, 1, outbox_add=[task(1), task(2)], timers_add=[timer(1, soon)]
+                )
+            ]
+        )
+    )
+
+    again = WorkflowWrite(
+        "wf",
+        RUN,
+        2,
+        outbox_delete_seqs=[1, 2],
+        outbox_add=[task(2, 2)],
+        timers_delete=[(TimerKind.TIMER, 1)],
+        timers_add=[timer(1, later)],
+    )
+    assert await store.commit(WriteBatch([again], mark_sent=[("wf", 1, 1)])) == []
+    assert [(r.key, r.sent) for r in await store.outbox(only_unsent=False)] == [
+        (("wf", 2, 2), False)
+    ]
+    assert [t.due_at for t in await store.timers_due_before(T0 + timedelta(hours=1))] == [later]
+
+    done = WorkflowWrite("wf", RUN, 3, outbox_delete_seqs=[2])
+    assert await store.commit(WriteBatch([done], mark_sent=[("wf", 2, 2)])) == []
     assert await store.outbox(only_unsent=False) == []
 
 
