@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+import weakref
 import zlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -196,13 +197,32 @@ def _signal_payload(
     return {"name": name, "args": encoded}
 
 
+def _outcome(
+    workflow_id: str, status: WorkflowStatus, result: Any, error: FailureInfo | None
+) -> Any:
+    """A closed run's result, or its failure raised."""
+    if status is WorkflowStatus.COMPLETED:
+        return result
+    cause = from_failure(error) if error is not None else None
+    raise WorkflowFailureError(workflow_id, status.value, cause)
+
+
 class WorkflowHandle:
     """A reference to one workflow by id."""
 
-    def __init__(self, client: Client, workflow_id: str, run_id: str | None = None) -> None:
+    def __init__(
+        self,
+        client: Client,
+        workflow_id: str,
+        run_id: str | None = None,
+        *,
+        closed: asyncio.Future[WorkflowClosedNotice] | None = None,
+    ) -> None:
         self.client = client
         self.id = workflow_id
         self.run_id = run_id
+        # Set by start_workflow, which listens for the close before it wakes the coordinator.
+        self._closed = closed
 
     async def _record(self) -> WorkflowRecord:
         rec = await self.client.store.get_workflow(self.id)
@@ -214,14 +234,15 @@ class WorkflowHandle:
         """Wait for the workflow to end; its result, or WorkflowFailureError with the cause."""
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         poll = 0.25  # close notices wake us at once; polling is only the fallback
+        # A handle fresh from start_workflow has listened since before the start: no
+        # notice can have gone by, so the first look at the database can wait.
+        waiter, self._closed = self._closed, None
         while True:
-            waiter = self.client._waiter(self.id)
-            rec = await self._record()
-            if rec.status.is_closed:
-                if rec.status is WorkflowStatus.COMPLETED:
-                    return rec.result
-                cause = from_failure(rec.error) if rec.error is not None else None
-                raise WorkflowFailureError(self.id, rec.status.value, cause)
+            if waiter is None:
+                waiter = self.client._waiter(self.id)
+                rec = await self._record()
+                if rec.status.is_closed:
+                    return _outcome(self.id, rec.status, rec.result, rec.error)
             wait = poll
             if deadline is not None:
                 wait = min(wait, deadline - asyncio.get_running_loop().time())
@@ -229,9 +250,14 @@ class WorkflowHandle:
                     raise TimeoutError(f"workflow {self.id!r} still running after {timeout}s")
             try:
                 async with asyncio.timeout(wait):
-                    await asyncio.shield(waiter)
+                    notice = await asyncio.shield(waiter)
             except TimeoutError:
                 poll = min(poll * 2, 2.0)  # notices are best effort: poll as a fallback
+            else:
+                if notice.outcome and self.run_id in (None, notice.run_id):
+                    status = WorkflowStatus(notice.status)
+                    return _outcome(self.id, status, notice.result, notice.error)
+            waiter = None
 
     async def describe(self) -> WorkflowDescription:
         """Status, input, result or error, and every step with attempts and timings."""
@@ -339,7 +365,10 @@ class Client:
             d = definition_of(wf)
             self._definitions[d.name] = d
         self._owns = owns_connections
-        self._waiters: dict[str, asyncio.Future[None]] = {}
+        # Weak: a waiter lives as long as someone waits on it (or holds a fresh handle).
+        self._waiters: weakref.WeakValueDictionary[str, asyncio.Future[WorkflowClosedNotice]] = (
+            weakref.WeakValueDictionary()
+        )
         self._notices: Subscription | None = None
 
     @classmethod
@@ -370,9 +399,9 @@ class Client:
     async def _on_notice(self, notice: WorkflowClosedNotice) -> None:
         waiter = self._waiters.pop(notice.workflow_id, None)
         if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+            waiter.set_result(notice)
 
-    def _waiter(self, workflow_id: str) -> asyncio.Future[None]:
+    def _waiter(self, workflow_id: str) -> asyncio.Future[WorkflowClosedNotice]:
         waiter = self._waiters.get(workflow_id)
         if waiter is None or waiter.done():
             waiter = asyncio.get_running_loop().create_future()
@@ -456,9 +485,10 @@ class Client:
             if start_signal is not None:
                 payload = _signal_payload(definition, start_signal, start_signal_args)
                 return await self._signal_with_start(record, payload)
+            closed = self._waiter(workflow_id)
             await self.store.create_workflow(record)
         await self._wake(workflow_id, "start")
-        return WorkflowHandle(self, workflow_id, record.run_id)
+        return WorkflowHandle(self, workflow_id, record.run_id, closed=closed)
 
     async def _signal_with_start(
         self, record: WorkflowRecord, payload: dict[str, Any]

@@ -64,6 +64,9 @@ from saga.workflow import WorkflowDefinition, definition_of
 
 log = logging.getLogger("saga.coordinator")
 
+# A close notice goes to every client; a bigger outcome is left for the waiter to read.
+_NOTICE_OUTCOME_LIMIT = 8192
+
 _TIMER_REFRESH = timedelta(seconds=30)
 _FAR_FUTURE = datetime(9999, 1, 1, tzinfo=UTC)
 
@@ -561,12 +564,18 @@ class Coordinator:
         log.info(
             "workflow closed", extra={"workflow_id": ex.workflow_id, "status": write.status.value}
         )
+        notice = WorkflowClosedNotice(
+            workflow_id=ex.workflow_id,
+            run_id=ex.run_id,
+            status=write.status.value,
+            outcome=True,
+            result=write.result,
+            error=write.error,
+        )
+        if len(notice.model_dump_json()) > _NOTICE_OUTCOME_LIMIT:
+            notice = notice.model_copy(update={"outcome": False, "result": None, "error": None})
         try:
-            await self.transport.publish_notice(
-                WorkflowClosedNotice(
-                    workflow_id=ex.workflow_id, run_id=ex.run_id, status=write.status.value
-                )
-            )
+            await self.transport.publish_notice(notice)
         except TransportError:
             log.warning(
                 "could not broadcast close; clients will poll",

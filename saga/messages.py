@@ -77,6 +77,11 @@ class WorkflowClosedNotice(_Message):
     workflow_id: str
     run_id: str
     status: str
+    outcome: bool = False
+    """``result`` and ``error`` are the run's, so a waiting client need not read them;
+    False when they were too big to broadcast to every client."""
+    result: Any = None
+    error: FailureInfo | None = None
 
 
 class QueryRequest(_Message):

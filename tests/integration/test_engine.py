@@ -277,6 +277,20 @@ async def test_two_step_workflow_completes_with_its_history_in_order(database_ur
     assert calls == {"greet": 1, "shout": 1}
 
 
+async def test_a_result_too_big_for_the_close_notice_reaches_every_waiter(
+    database_url: str,
+) -> None:
+    name = "x" * 20_000  # the notice carries outcomes up to 8 KiB; this one is read
+    async with environment(database_url) as env:
+        handle = await env.client.start_workflow(TwoSteps.run, name, id="big-result")
+        other = env.client.get_workflow_handle("big-result")
+        results = await asyncio.gather(handle.result(timeout=WAIT), other.result(timeout=WAIT))
+        small = await env.client.start_workflow(TwoSteps.run, "bo", id="small-result")
+        assert await small.result(timeout=WAIT) == "HELLO BO"
+        assert await env.client.get_workflow_handle("small-result").result() == "HELLO BO"
+    assert results == ["HELLO " + name.upper()] * 2
+
+
 async def test_describe_lists_steps_with_attempts_status_and_results(database_url: str) -> None:
     async with environment(database_url, time_skipping=True) as env:
         second = gate("second")
