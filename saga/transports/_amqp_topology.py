@@ -96,9 +96,13 @@ class Declarations:
         self._queues: set[str] = set()
         self._lock = asyncio.Lock()
 
+    def ready(self, queue: str | None) -> bool:
+        """Whether this channel declared the topology and ``queue`` already."""
+        return bool(self.exchanges) and (queue is None or queue in self._queues)
+
     async def ensure(self, queue: str | None) -> None:
         """Declare the topology and ``queue`` (a work queue) unless this channel did."""
-        if self.exchanges and (queue is None or queue in self._queues):
+        if self.ready(queue):
             return
         async with self._lock:
             if not self.exchanges:

@@ -25,7 +25,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import unquote, urlsplit
 
 import aio_pika
@@ -327,7 +327,10 @@ class RabbitMQTransport:
         while True:
             try:
                 declarations = await self._declarations(deadline)
-                await _unless_closed(declarations.channel, declarations.ensure(declare), deadline)
+                if not declarations.ready(declare):  # (the common case costs no task)
+                    await _unless_closed(
+                        declarations.channel, declarations.ensure(declare), deadline
+                    )
                 publish = declarations.exchanges[exchange].publish(
                     message, routing_key, mandatory=mandatory
                 )
@@ -579,18 +582,26 @@ async def _unless_closed(
     racing it against the channel's end turns that into an error we retry on.
     """
     running: asyncio.Future[object] = asyncio.ensure_future(operation)
-    closed: asyncio.Future[object] = asyncio.ensure_future(channel.closed())
-    timeout = max(deadline - asyncio.get_running_loop().time(), 0)
+    closed = cast("asyncio.Future[object]", channel.closed())
+    lost = False
+
+    def on_closed(_: object) -> None:
+        nonlocal lost
+        if not running.done():
+            lost = True
+            running.cancel()
+
+    closed.add_done_callback(on_closed)
     try:
-        done, _ = await asyncio.wait(
-            [running, closed], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-        )
+        async with asyncio.timeout_at(deadline):
+            await running
+    except asyncio.CancelledError:
+        if not lost:
+            raise
+        raise ChannelInvalidStateError("the channel closed before the broker answered") from None
+    except TimeoutError:
+        raise TimeoutError("no answer from the broker in time") from None
     finally:
+        closed.remove_done_callback(on_closed)
         if not running.done():
             running.cancel()
-    if running in done:
-        running.result()
-    elif closed in done:
-        raise ChannelInvalidStateError("the channel closed before the broker answered")
-    else:
-        raise TimeoutError("no answer from the broker in time")
