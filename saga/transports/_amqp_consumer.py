@@ -163,27 +163,32 @@ class Consumer(Generic[M]):
             except ValidationError as exc:
                 await self._transport._dead_letter(message, queue, f"invalid message: {exc}")
                 return
-            fields = {"queue": queue, **message_fields(envelope)}
             try:
                 await self._handler(envelope)
             except Reject as exc:
+                fields = _fields(queue, envelope)
                 await self._transport._dead_letter(message, queue, str(exc) or "rejected", fields)
                 return
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if self._cancelled or (task is not None and task.cancelling()):
                     raise  # cancelled by us: the channel closes and the broker requeues
-                await self._retry_later(message, fields)
+                await self._retry_later(message, _fields(queue, envelope))
                 return
             except SagaError as exc:  # expected (a shard moved, the database is down): one line
+                fields = _fields(queue, envelope)
                 log.warning("message will be redelivered: %s", exc, extra=fields)
                 await self._retry_later(message, fields)
                 return
             except Exception:
+                fields = _fields(queue, envelope)
                 log.exception("handler failed; message will be redelivered", extra=fields)
                 await self._retry_later(message, fields)
                 return
-            await settle(message.ack(), fields)
+            try:
+                await message.ack()
+            except CONNECTION_EXCEPTIONS as exc:
+                _unsettled(exc, _fields(queue, envelope))
 
     async def _retry_later(self, message: AbstractIncomingMessage, fields: dict[str, Any]) -> None:
         # A pause before the requeue, so a handler that always fails does not spin.
@@ -211,4 +216,13 @@ async def settle(outcome: Awaitable[None], fields: dict[str, Any]) -> None:
     try:
         await outcome
     except CONNECTION_EXCEPTIONS as exc:
-        log.warning("could not settle a message (%s); the broker redelivers it", exc, extra=fields)
+        _unsettled(exc, fields)
+
+
+def _unsettled(exc: BaseException, fields: dict[str, Any]) -> None:
+    log.warning("could not settle a message (%s); the broker redelivers it", exc, extra=fields)
+
+
+def _fields(queue: str, envelope: BaseModel) -> dict[str, Any]:
+    """Log fields of a delivery, built only when something is logged."""
+    return {"queue": queue, **message_fields(envelope)}
