@@ -351,7 +351,7 @@ async def commit_statement(tx: Tx, batch: WriteBatch, now: datetime) -> list[str
         params,
         "o",
         [
-            (m.workflow_id, m.seq, m.attempt, m.run_id, _json(m.model_dump(mode="json")))
+            (m.workflow_id, m.seq, m.attempt, m.run_id, m.model_dump_json())
             for w in open_writes
             for m in w.outbox_add
         ],
@@ -386,7 +386,7 @@ _COLUMNS = {
 
 
 def _attributes(event: HistoryEvent) -> str:
-    return dumps(event.attributes.model_dump(mode="json")).decode()
+    return event.attributes.model_dump_json()
 
 
 def _columns(params: dict[str, Any], prefix: str, rows: list[tuple[Any, ...]]) -> None:
