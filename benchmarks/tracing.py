@@ -1,5 +1,5 @@
 """Tracing overhead: the 3-step saga with tracing off, on with a no-op exporter, and on
-exporting over OTLP/HTTP to a local receiver.
+exporting over OTLP/HTTP to a local receiver (with saga's exporter, and with the SDK's).
 
     .venv/bin/python -m benchmarks.tracing [--workflows 2000] [--concurrency 50] [--rounds 3]
     .venv/bin/python -m benchmarks.tracing --distributed [--workflows 400] [--rounds 3]
@@ -9,10 +9,12 @@ and the in-process broker. ``--distributed``: on a scratch PostgreSQL database a
 vhost (made and dropped as :mod:`benchmarks.distributed` does), a coordinator and a worker
 process per run, the trip-booking saga driven by ``saga bench``'s closed loop from here.
 
-"On" means what a deployment gets: the SDK's tracer provider with a batch span processor
-and a meter provider, in every process (client, coordinator, worker). The OTLP receiver
-runs in a process of its own, as a collector would: decoding spans is not saga's cost.
-Modes are interleaved round by round, so drift on a shared machine hits all of them alike.
+"On" means what a deployment gets from ``configure_from_env``: a ``SagaTracerProvider``
+(saga's own spans built finished, see :mod:`saga.tracing.spans`) with a batch span
+processor, and a meter provider, in every process (client, coordinator, worker). The OTLP
+receiver runs in a process of its own, as a collector would: decoding spans is not saga's
+cost. Modes are interleaved round by round, so drift on a shared machine hits all of them
+alike.
 """
 
 from __future__ import annotations
@@ -52,10 +54,11 @@ from benchmarks.distributed import (
 )
 from saga.bench import BenchConfig, run_bench
 from saga.bench.driver import _await_ready, _launch, _stop
-from saga.tracing import Telemetry
+from saga.tracing import SagaTracerProvider, Telemetry
+from saga.tracing.otlp_http import OTLPHTTPSpanExporter
 from tests.support.otlp_receiver import OTLPReceiver
 
-MODES = ("off", "noop-exporter", "otlp-http")
+MODES = ("off", "noop-exporter", "otlp-http", "otlp-http-sdk-exporter")
 
 
 class NoopExporter(SpanExporter):
@@ -64,15 +67,23 @@ class NoopExporter(SpanExporter):
 
 
 def providers(mode: str, endpoint: str) -> tuple[TracerProvider, MeterProvider] | None:
-    """The SDK set up as ``saga.tracing.configure_from_env`` does, or None for "off"."""
+    """The SDK set up as ``saga.tracing.configure_from_env`` does, or None for "off".
+
+    "otlp-http" exports with saga's OTLP/HTTP exporter (the default),
+    "otlp-http-sdk-exporter" with the SDK's (``SAGA_OTEL_SDK_EXPORTER=true``).
+    """
     if mode == "off":
         return None
-    tracer_provider = TracerProvider()
+    tracer_provider = SagaTracerProvider()
     if mode == "noop-exporter":
         exporter: SpanExporter = NoopExporter()
         reader: InMemoryMetricReader | PeriodicExportingMetricReader = InMemoryMetricReader()
     else:
-        exporter = OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")
+        traces = f"{endpoint}/v1/traces"
+        if mode == "otlp-http":
+            exporter = OTLPHTTPSpanExporter(traces)
+        else:
+            exporter = OTLPSpanExporter(endpoint=traces)
         reader = PeriodicExportingMetricReader(
             OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics")
         )
@@ -185,7 +196,7 @@ async def _measure(args: argparse.Namespace, endpoint: str, count: Connection) -
                     run = await _embedded_run(mode, endpoint, args)
                 runs[mode].append(run)
                 cpu = "  ".join(f"{k} {v:.2f}" for k, v in run.cpu_ms.items())
-                print(f"  {mode:>14}: {run.rate:7.1f} sagas/s  CPU ms/saga: {cpu}", flush=True)
+                print(f"  {mode:>22}: {run.rate:7.1f} sagas/s  CPU ms/saga: {cpu}", flush=True)
         count.send("count")
         spans = count.recv()
     finally:
@@ -193,8 +204,8 @@ async def _measure(args: argparse.Namespace, endpoint: str, count: Connection) -
             await _admin(args.admin_db, f'DROP DATABASE IF EXISTS "{name}"')
             _rabbitmqctl("delete_vhost", vhost)
     _summary(runs)
-    expected = 9 * args.workflows * args.rounds
-    print(f"spans received over OTLP: {spans} (9 per saga: {expected})")
+    expected = 9 * args.workflows * args.rounds * sum(m.startswith("otlp") for m in MODES)
+    print(f"spans received over OTLP: {spans} (9 per saga and OTLP mode: {expected})")
 
 
 def _summary(runs: dict[str, list[Run]]) -> None:
@@ -206,7 +217,7 @@ def _summary(runs: dict[str, list[Run]]) -> None:
     for mode, values in rates.items():
         mid, cpu_mid = statistics.median(values), statistics.median(cpu[mode])
         print(
-            f"{mode:>14}: best {max(values):7.1f} ({(1 - max(values) / best) * 100:+5.1f}%)"
+            f"{mode:>22}: best {max(values):7.1f} ({(1 - max(values) / best) * 100:+5.1f}%)"
             f"  median {mid:7.1f} ({(1 - mid / median) * 100:+5.1f}%)"
             f"  [{min(values):.1f} .. {max(values):.1f}]"
             f"  CPU ms/saga {cpu_mid:.2f} ({(cpu_mid / cpu_off - 1) * 100:+5.1f}%)"

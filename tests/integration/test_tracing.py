@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from unittest.mock import Mock
 
 import pytest
-from opentelemetry import baggage, context
+from opentelemetry import baggage, context, trace
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -17,21 +18,33 @@ from opentelemetry.sdk.trace.sampling import (
     Sampler,
     SamplingResult,
 )
+from opentelemetry.trace import StatusCode
 
 from examples.trip_booking.activities import ACTIVITIES, TripRequest, services
 from examples.trip_booking.workflows import TripBooking
-from saga import WorkflowFailureError, activity, workflow
+from saga import WorkflowAlreadyStartedError, WorkflowFailureError, activity, workflow
 from saga.testing import WorkflowEnvironment
-from saga.tracing import Telemetry
+from saga.tracing import SagaTracerProvider, Telemetry
+
+# Every test runs on both paths: the SDK's tracer (any provider) and saga's spans built
+# finished (a SagaTracerProvider, what configure_from_env sets up).
+PROVIDERS = {"sdk": TracerProvider, "finished": SagaTracerProvider}
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+def provider_type(request) -> type[TracerProvider]:
+    return PROVIDERS[request.param]
 
 
 @pytest.fixture
-def telemetry() -> tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader]:
+def telemetry(provider_type) -> tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader]:
     exporter = InMemorySpanExporter()
-    provider = TracerProvider()
+    provider = provider_type()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     reader = InMemoryMetricReader()
-    return Telemetry(provider, MeterProvider(metric_readers=[reader])), exporter, reader
+    tel = Telemetry(provider, MeterProvider(metric_readers=[reader]))
+    assert (tel.finished is not None) == (provider_type is SagaTracerProvider)
+    return tel, exporter, reader
 
 
 def _by_name(spans: list[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
@@ -144,9 +157,9 @@ class _DropClientRoots(Sampler):
         return "DropClientRoots"
 
 
-async def test_a_sampled_out_saga_leaves_no_orphan_spans(database_url):
+async def test_a_sampled_out_saga_leaves_no_orphan_spans(database_url, provider_type):
     exporter = InMemorySpanExporter()
-    provider = TracerProvider(sampler=ParentBased(root=_DropClientRoots()))
+    provider = provider_type(sampler=ParentBased(root=_DropClientRoots()))
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     async with WorkflowEnvironment(
         workflows=[Tenanted],
@@ -185,7 +198,8 @@ async def test_a_restarted_coordinator_continues_the_trace_without_repeating_spa
 ):
     tel, exporter, _ = telemetry
     url = f"sqlite+aiosqlite:///{tmp_path / 'trace.db'}"
-    gate.clear()
+    global gate
+    gate = asyncio.Event()  # an Event binds to the loop that first waits on it: one per test
     env = WorkflowEnvironment(
         workflows=[TwoSteps], activities=[first, second], database_url=url, telemetry=tel
     )
@@ -244,3 +258,120 @@ async def test_dead_lettered_messages_are_counted(telemetry, broker_url, clean_b
                 await asyncio.sleep(0.05)
         points = _metric_points(reader)
     assert [v for _, v in points["saga.messages.dead_lettered"]] == [1]
+
+
+def _story(spans: list[ReadableSpan]) -> list[tuple]:
+    """What a trace view shows of each span, less ids, times, run ids and stack traces."""
+    by_id = {s.context.span_id: s for s in spans}
+    return sorted(
+        (
+            s.name,
+            by_id[s.parent.span_id].name if s.parent else None,
+            s.kind,
+            s.context.trace_flags,
+            sorted((k, v) for k, v in s.attributes.items() if k != "saga.run_id"),
+            (s.status.status_code, s.status.description),
+            [
+                (e.name, sorted((k, v) for k, v in e.attributes.items() if "stack" not in k))
+                for e in s.events
+            ],
+            s.instrumentation_scope.name,
+            dict(s.resource.attributes),
+        )
+        for s in spans
+    )
+
+
+async def test_spans_built_finished_tell_the_same_story_as_the_sdks(tmp_path):
+    stories = {}
+    for path, provider_type in PROVIDERS.items():
+        exporter = InMemorySpanExporter()
+        provider = provider_type()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        tel = Telemetry(provider)
+        tel.tracer = Mock(wraps=tel.tracer)  # to see which path each span took
+        services.reset()
+        async with WorkflowEnvironment(
+            workflows=[TripBooking],
+            activities=ACTIVITIES,
+            database_url=f"sqlite+aiosqlite:///{tmp_path / f'{path}.db'}",
+            telemetry=tel,
+        ) as env:
+            handle = await env.client.start_workflow(
+                TripBooking.run, TripRequest(name="bob", fail_at="flight"), id="same-story"
+            )
+            with pytest.raises(WorkflowFailureError):
+                await handle.result(timeout=30)
+        sdk_spans = tel.tracer.start_span.call_count + tel.tracer.start_as_current_span.call_count
+        assert sdk_spans == (0 if path == "finished" else 13), path
+        stories[path] = _story(list(exporter.get_finished_spans()))
+    assert len(stories["finished"]) == 13  # 5 activities: 3 steps, 2 compensations
+    assert stories["finished"] == stories["sdk"]
+
+
+user_tracer: Mock | TracerProvider | None = None
+
+
+@activity.defn(queue="annotated")
+async def annotated() -> str:
+    span = trace.get_current_span()
+    span.set_attribute("user.rooms", [1, 2])
+    span.add_event("priced", {"user.price": 12.5})
+    span.record_exception(ValueError("retried inside"))
+    span.set_status(StatusCode.OK)
+    span.set_status(StatusCode.ERROR, "ignored: OK is final")
+    with user_tracer.get_tracer("user").start_as_current_span("user-call"):
+        pass
+    return "ok"
+
+
+@workflow.defn
+class Annotated:
+    @workflow.run
+    async def run(self) -> str:
+        return await workflow.execute_activity(annotated)
+
+
+async def test_the_activity_annotates_its_run_activity_span_and_nests_its_own(
+    database_url, provider_type
+):
+    global user_tracer
+    exporter = InMemorySpanExporter()
+    user_tracer = provider_type()
+    user_tracer.add_span_processor(SimpleSpanProcessor(exporter))
+    async with WorkflowEnvironment(
+        workflows=[Annotated],
+        activities=[annotated],
+        database_url=database_url,
+        telemetry=Telemetry(user_tracer),
+    ) as env:
+        handle = await env.client.start_workflow(Annotated.run, id="annotated")
+        assert await handle.result(timeout=30) == "ok"
+    names = _by_name(list(exporter.get_finished_spans()))
+    (run,) = names["RunActivity:annotated"]
+    assert run.attributes["user.rooms"] == (1, 2), "validated as the SDK does: a tuple"
+    assert run.attributes["saga.activity"] == "annotated"
+    priced, error = run.events
+    assert (priced.name, dict(priced.attributes)) == ("priced", {"user.price": 12.5})
+    assert error.name == "exception"
+    assert error.attributes["exception.type"] == "ValueError"
+    assert error.attributes["exception.message"] == "retried inside"
+    assert run.status.status_code is StatusCode.OK
+    (mine,) = names["user-call"]
+    assert mine.parent.span_id == run.context.span_id
+
+
+async def test_a_start_that_fails_is_recorded_on_its_span(telemetry, database_url):
+    tel, exporter, _ = telemetry
+    async with WorkflowEnvironment(
+        workflows=[Tenanted], activities=[tenant], database_url=database_url, telemetry=tel
+    ) as env:
+        await env.client.start_workflow(Tenanted.run, id="twice")
+        with pytest.raises(WorkflowAlreadyStartedError):
+            await env.client.start_workflow(Tenanted.run, id="twice")
+    first, second = _by_name(list(exporter.get_finished_spans()))["StartWorkflow:Tenanted"]
+    assert first.status.status_code.name == "UNSET"
+    assert second.status.status_code.name == "ERROR"
+    assert second.status.description.startswith("WorkflowAlreadyStartedError: ")
+    (event,) = second.events
+    assert event.attributes["exception.type"] == "saga.errors.WorkflowAlreadyStartedError"

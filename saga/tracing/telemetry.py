@@ -1,47 +1,25 @@
-"""OpenTelemetry spans, metrics and context propagation: one trace per saga.
-
-The only module that imports OpenTelemetry. Spans follow Temporal's names:
-
-* ``StartWorkflow:<type>`` on the client (the trace's root, or a child of the caller's span);
-* ``RunWorkflow:<type>`` on the coordinator when the workflow starts;
-* ``StartActivity:<name>`` when a step attempt is dispatched, and
-  ``RunActivity:<name>`` on the worker for each attempt (a user's own spans nest in it);
-* ``CompleteWorkflow:<type>`` when it ends, with ``saga.status``; ``FireTimer`` and
-  ``Signal:<name>`` as short spans.
-
-Workflow spans are short (a workflow may live for weeks, and a coordinator may die while it
-does): the RunWorkflow span's context is stored in the history (``WorkflowStarted``), so
-every later span — on any coordinator, after any restart — joins the same trace. Spans are
-emitted only for new events, never on replay. Without configuration the OpenTelemetry API
-is a no-op and costs next to nothing.
-
-Carriers (the stored context, the task headers) are saga's own: always W3C ``traceparent``,
-``tracestate`` and ``baggage``, written straight from the span context rather than through
-the global propagator, and the caller's baggage travels with every hop down to the activity.
-Counters are tallied in a dict and observed when a reader collects: an SDK counter's
-``add`` costs more than the span it counts.
-"""
+"""Telemetry: the spans and metrics of one process (client, coordinator or worker)."""
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, trace
-from opentelemetry.baggage.propagation import W3CBaggagePropagator
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.sdk.trace import Event
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
 from saga.failure import FailureInfo
-
-Carrier = dict[str, str]
-
-_TRACE_CONTEXT = TraceContextTextMapPropagator()
-_BAGGAGE = W3CBaggagePropagator()
+from saga.tracing.carrier import Carrier, carrier_of, context_of, current_baggage
+from saga.tracing.spans import (
+    UNSET,
+    FinishedSpans,
+    LiveSpan,
+    SagaTracerProvider,
+    exception_event,
+)
 
 
 class _Tally:
@@ -61,7 +39,12 @@ class _Tally:
 
 
 class Telemetry:
-    """Spans and metrics for one process (client, coordinator or worker)."""
+    """Spans and metrics for one process (client, coordinator or worker).
+
+    On a :class:`~saga.tracing.SagaTracerProvider` (what ``configure_from_env`` sets up)
+    saga's own short spans take the fast path of :mod:`saga.tracing.spans`; on any other
+    provider every span goes through the SDK's tracer.
+    """
 
     def __init__(
         self,
@@ -69,6 +52,10 @@ class Telemetry:
         meter_provider: metrics.MeterProvider | None = None,
     ) -> None:
         self.tracer = trace.get_tracer("saga", tracer_provider=tracer_provider)
+        provider = tracer_provider or trace.get_tracer_provider()
+        self.finished = (
+            FinishedSpans(provider) if isinstance(provider, SagaTracerProvider) else None
+        )
         meter = metrics.get_meter("saga", meter_provider=meter_provider)
         self.workflows_started = _Tally(meter, "saga.workflows.started", "workflows started")
         self.workflows_closed = _Tally(
@@ -123,27 +110,58 @@ class Telemetry:
         *,
         propagate: bool = True,
     ) -> Carrier:
-        span = self.tracer.start_span(
-            name, context=_context_of(parent), kind=kind, attributes=attributes
-        )
-        if span.is_recording():
-            if error is not None:
-                _record_failure(span, error)
-            span.end()
+        """A span that starts and ends now; returns the carrier naming it."""
+        context = context_of(parent)
+        if self.finished is not None:
+            if error is None:
+                sc = self.finished.instant(name, context, kind, attributes)
+            else:
+                attributes["saga.error_type"] = error.type
+                status, events = _error_status(error), (_failure_event(error),)
+                sc = self.finished.instant(name, context, kind, attributes, status, events)
+        else:
+            span = self.tracer.start_span(name, context=context, kind=kind, attributes=attributes)
+            if span.is_recording():
+                if error is not None:
+                    _record_failure(span, error)
+                span.end()
+            sc = span.get_span_context()
         # A span sampled out still names its trace, so its children are sampled out too.
-        return _carrier(span, parent) if propagate else {}
+        return carrier_of(sc, parent) if propagate else {}
 
     @contextlib.contextmanager
     def start_workflow(self, workflow_type: str, workflow_id: str) -> Iterator[Carrier]:
         """Client side: a span around the start; yields the context to store with it."""
         attributes = {"saga.workflow_type": workflow_type, "saga.workflow_id": workflow_id}
-        with self.tracer.start_as_current_span(
-            f"StartWorkflow:{workflow_type}", kind=SpanKind.CLIENT, attributes=attributes
-        ) as span:
-            baggage: Carrier = {}
-            _BAGGAGE.inject(baggage)  # the caller's baggage, from the current context
-            yield _carrier(span, baggage)
+        name = f"StartWorkflow:{workflow_type}"
+        baggage = current_baggage()  # the caller's, passed on with every hop
+        if self.finished is None:
+            with self.tracer.start_as_current_span(
+                name, kind=SpanKind.CLIENT, attributes=attributes
+            ) as span:
+                yield carrier_of(span.get_span_context(), baggage)
+        else:
+            yield from self._start_workflow_finished(name, attributes, baggage)
         self.workflows_started.add(1, {"saga.workflow_type": workflow_type})
+
+    def _start_workflow_finished(
+        self, name: str, attributes: dict[str, Any], baggage: Carrier
+    ) -> Iterator[Carrier]:
+        """StartWorkflow on the fast path, current (for spans the start makes) by its context."""
+        assert self.finished is not None
+        begun = self.finished.begin(name, otel_context.get_current(), SpanKind.CLIENT, attributes)
+        status = UNSET
+        events: tuple[Event, ...] = ()
+        token = otel_context.attach(trace.set_span_in_context(NonRecordingSpan(begun.context)))
+        try:
+            yield carrier_of(begun.context, baggage)
+        except Exception as exc:  # recorded as the SDK's use_span does, then raised on
+            status = Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+            events = (exception_event(exc),)
+            raise
+        finally:
+            otel_context.detach(token)
+            self.finished.end(begun, status, events)
 
     def run_workflow(
         self, parent: Mapping[str, str], workflow_type: str, workflow_id: str, run_id: str
@@ -234,7 +252,8 @@ class Telemetry:
     ) -> Iterator[Callable[[FailureInfo | None], None]]:
         """Worker: the span of one attempt, current while the activity runs.
 
-        Yields ``finish(failure)`` to record the outcome before the span ends.
+        The user's code runs in it, and may set attributes or add events on it. Yields
+        ``finish(failure)`` to record the outcome before it ends.
         """
         attrs: dict[str, Any] = {
             "saga.activity": activity,
@@ -248,10 +267,20 @@ class Telemetry:
         metric_attrs = {"saga.activity": activity, "saga.queue": queue}
         self.activity_attempts.add(1, metric_attrs)
         self.schedule_to_start.record(schedule_to_start_ms, metric_attrs)
-        parent = _context_of(headers)
-        span = self.tracer.start_span(
-            f"RunActivity:{activity}", context=parent, kind=SpanKind.CONSUMER, attributes=attrs
-        )
+        parent = context_of(headers)
+        name = f"RunActivity:{activity}"
+        span: Span
+        if self.finished is None:
+            span = self.tracer.start_span(
+                name, context=parent, kind=SpanKind.CONSUMER, attributes=attrs
+            )
+        else:
+            begun = self.finished.begin(name, parent, SpanKind.CONSUMER, attrs)
+            span = (
+                LiveSpan(self.finished, begun)
+                if begun.recording
+                else NonRecordingSpan(begun.context)
+            )
 
         def finish(failure: FailureInfo | None) -> None:
             if failure is not None:
@@ -267,42 +296,12 @@ class Telemetry:
             span.end()
 
 
-def _carrier(span: Span, parent: Mapping[str, str] | None) -> Carrier:
-    """W3C headers naming ``span``, carrying the parent's baggage on.
-
-    Written straight from the span context: what the generic propagator writes, at half its
-    cost. Without a valid span (the API is a no-op) the parent's context passes on as it is.
-    """
-    sc = span.get_span_context()
-    if not sc.is_valid:
-        return dict(parent or {})
-    carrier = {"traceparent": f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
-    if sc.trace_state:
-        carrier["tracestate"] = sc.trace_state.to_header()
-    if parent and "baggage" in parent:
-        carrier["baggage"] = parent["baggage"]
-    return carrier
+def _error_status(failure: FailureInfo) -> Status:
+    return Status(StatusCode.ERROR, failure.describe()[:500])
 
 
-@functools.lru_cache(maxsize=4096)
-def _extract(traceparent: str, tracestate: str, baggage: str) -> otel_context.Context:
-    carrier = {"traceparent": traceparent, "tracestate": tracestate, "baggage": baggage}
-    context = _TRACE_CONTEXT.extract({k: v for k, v in carrier.items() if v})
-    return _BAGGAGE.extract(carrier, context) if baggage else context
-
-
-def _context_of(carrier: Mapping[str, str] | None) -> otel_context.Context:
-    """The context a stored carrier names; parsed once per distinct carrier."""
-    if not carrier or "traceparent" not in carrier:
-        return otel_context.Context()
-    return _extract(
-        carrier["traceparent"], carrier.get("tracestate", ""), carrier.get("baggage", "")
-    )
-
-
-def _record_failure(span: Span, failure: FailureInfo) -> None:
-    span.set_status(Status(StatusCode.ERROR, failure.describe()[:500]))
-    span.add_event(
+def _failure_event(failure: FailureInfo) -> Event:
+    return Event(
         "exception",
         {
             "exception.type": failure.type,
@@ -310,55 +309,10 @@ def _record_failure(span: Span, failure: FailureInfo) -> None:
             "exception.stacktrace": failure.stack_trace,
         },
     )
+
+
+def _record_failure(span: Span, failure: FailureInfo) -> None:
+    span.set_status(_error_status(failure))
+    event = _failure_event(failure)
+    span.add_event(event.name, event.attributes)
     span.set_attribute("saga.error_type", failure.type)
-
-
-def configure_from_env(default_service_name: str) -> bool:
-    """Export over OTLP when the standard ``OTEL_*`` variables ask for it.
-
-    Honours ``OTEL_EXPORTER_OTLP_ENDPOINT`` (or the traces/metrics specific ones),
-    ``OTEL_EXPORTER_OTLP_PROTOCOL`` (``grpc`` or ``http/protobuf``), ``OTEL_SERVICE_NAME``,
-    ``OTEL_TRACES_SAMPLER`` and ``OTEL_SDK_DISABLED``. Returns True when exporting.
-    """
-    env = os.environ
-    if env.get("OTEL_SDK_DISABLED", "").lower() == "true":
-        return False
-    traces_endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if not traces_endpoint:
-        return False
-    from opentelemetry.sdk.metrics import MeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
-
-    protocol = env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    if protocol == "grpc":
-        from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-    else:
-        from opentelemetry.exporter.otlp.proto.http.metric_exporter import (  # type: ignore[assignment]
-            OTLPMetricExporter,
-        )
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # type: ignore[assignment]
-            OTLPSpanExporter,
-        )
-    resource = Resource.create({SERVICE_NAME: env.get("OTEL_SERVICE_NAME", default_service_name)})
-    provider = TracerProvider(resource=resource)
-    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    trace.set_tracer_provider(provider)
-    reader = PeriodicExportingMetricReader(OTLPMetricExporter())
-    metrics.set_meter_provider(MeterProvider(resource=resource, metric_readers=[reader]))
-    return True
-
-
-def shutdown() -> None:
-    """Flush and stop exporters configured by :func:`configure_from_env`."""
-    provider = trace.get_tracer_provider()
-    if hasattr(provider, "shutdown"):
-        provider.shutdown()
-    meter_provider = metrics.get_meter_provider()
-    if hasattr(meter_provider, "shutdown"):
-        meter_provider.shutdown()
