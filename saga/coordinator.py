@@ -29,7 +29,7 @@ import signal
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import TracebackType
@@ -88,6 +88,22 @@ class _Input:
     result: ResultMessage | None = None
     timer: TimerRow | None = None
     done: asyncio.Future[None] | None = None
+
+
+def _closed_notice(ex: Execution, write: WorkflowWrite) -> WorkflowClosedNotice:
+    """The broadcast of a close, with its outcome unless too big for every client."""
+    assert write.status is not None
+    notice = WorkflowClosedNotice(
+        workflow_id=ex.workflow_id,
+        run_id=ex.run_id,
+        status=write.status.value,
+        outcome=True,
+        result=write.result,
+        error=write.error,
+    )
+    if len(notice.model_dump_json()) > _NOTICE_OUTCOME_LIMIT:
+        return notice.model_copy(update={"outcome": False, "result": None, "error": None})
+    return notice
 
 
 def _give_back(items: list[_Input], exc: BaseException) -> None:
@@ -507,6 +523,7 @@ class Coordinator:
                     self._inputs.put_nowait(item)
             break
         tasks: list[TaskMessage] = []
+        notices: list[WorkflowClosedNotice] = []
         for workflow_id, write in writes.items():
             ex = touched[workflow_id]
             ex.committed()
@@ -517,7 +534,7 @@ class Coordinator:
                 self._push_timer(timer)
             if write.closes:
                 self._evict(workflow_id)
-                await self._notify_closed(ex, write)
+                notices.append(_closed_notice(ex, write))
                 await self._links.after_close(ex)
         for items in by_workflow.values():
             for item in items:
@@ -526,6 +543,8 @@ class Coordinator:
         if tasks:
             self._maybe_die_before_publishing()
             self._publish_behind(tasks)
+        if notices:
+            self._in_background(self._announce(notices))
 
     def _health(self) -> str | None:
         """Why this coordinator cannot do its work now, if it cannot."""
@@ -568,28 +587,18 @@ class Coordinator:
             self._inputs.put_nowait(_Input(workflow_id, "wake"))  # start the next run
             await self._links.after_close(ex)
 
-    async def _notify_closed(self, ex: Execution, write: WorkflowWrite) -> None:
-        assert write.status is not None
-        log.info(
-            "workflow closed", extra={"workflow_id": ex.workflow_id, "status": write.status.value}
+    async def _announce(self, notices: list[WorkflowClosedNotice]) -> None:
+        """Broadcast closes, all at once and off the batch's path: they are best effort."""
+        outcomes = await asyncio.gather(
+            *(self.transport.publish_notice(n) for n in notices), return_exceptions=True
         )
-        notice = WorkflowClosedNotice(
-            workflow_id=ex.workflow_id,
-            run_id=ex.run_id,
-            status=write.status.value,
-            outcome=True,
-            result=write.result,
-            error=write.error,
-        )
-        if len(notice.model_dump_json()) > _NOTICE_OUTCOME_LIMIT:
-            notice = notice.model_copy(update={"outcome": False, "result": None, "error": None})
-        try:
-            await self.transport.publish_notice(notice)
-        except TransportError:
-            log.warning(
-                "could not broadcast close; clients will poll",
-                extra={"workflow_id": ex.workflow_id},
-            )
+        for notice, outcome in zip(notices, outcomes, strict=True):
+            fields = {"workflow_id": notice.workflow_id, "status": notice.status}
+            log.info("workflow closed", extra=fields)
+            if isinstance(outcome, Exception):
+                log.warning(
+                    "could not broadcast close; clients will poll: %s", outcome, extra=fields
+                )
 
     # --- queries -------------------------------------------------------------------------
     async def _answer_query(self, request: QueryRequest) -> QueryReply:
@@ -645,7 +654,11 @@ class Coordinator:
         the outbox already, and the relay sends again whatever fails here.
         """
         keys = self._claim_publishing(tasks)  # now: the relay and idle() must see them
-        job = asyncio.create_task(self._publish(tasks, keys))
+        self._in_background(self._publish(tasks, keys))
+
+    def _in_background(self, sending: Coroutine[Any, Any, None]) -> None:
+        """Send while the next batch is processed; a graceful stop waits for it."""
+        job = asyncio.create_task(sending)
         self._publishers.add(job)
         job.add_done_callback(self._publishers.discard)
 
