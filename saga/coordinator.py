@@ -57,7 +57,7 @@ from saga.messages import (
     TaskMessage,
     WorkflowClosedNotice,
 )
-from saga.store.base import Store, TimerRow, WorkflowRecord, WorkflowWrite, WriteBatch, open_store
+from saga.store.base import Store, TimerRow, WorkflowWrite, WriteBatch, open_store
 from saga.tracing import Telemetry
 from saga.transports.base import Subscription, Transport, open_transport
 from saga.workflow import WorkflowDefinition, definition_of
@@ -388,15 +388,12 @@ class Coordinator:
             by_workflow.setdefault(item.workflow_id, []).append(item)
         now = self.clock.now()
         touched: dict[str, Execution] = {}
-        # The batch's cache misses (new workflows, mostly) in one read, not one each.
-        missing = [w for w in by_workflow if w not in self._cache and w not in self._stuck]
-        records = await self.store.get_workflows(missing) if len(missing) > 1 else None
         for workflow_id, items in by_workflow.items():
             if workflow_id in self._stuck:
                 await self._park(workflow_id, items, None)
                 continue
             try:
-                ex = await self._load(workflow_id, records)
+                ex = await self._load(workflow_id)
                 if ex is None:
                     continue
                 if ex.record.shard not in self.ownership.owned:
@@ -428,18 +425,12 @@ class Coordinator:
             for row in rows:
                 ex.on_inbox(row, now)
 
-    async def _load(
-        self, workflow_id: str, records: dict[str, WorkflowRecord] | None = None
-    ) -> Execution | None:
-        """The workflow's execution, from the cache or restored (``records``: read already)."""
+    async def _load(self, workflow_id: str) -> Execution | None:
         ex = self._cache.get(workflow_id)
         if ex is not None:
             self._cache.move_to_end(workflow_id)
             return ex
-        if records is not None and workflow_id in records:
-            record: WorkflowRecord | None = records[workflow_id]
-        else:
-            record = await self.store.get_workflow(workflow_id)
+        record = await self.store.get_workflow(workflow_id)
         if record is None or record.status.is_closed:
             return None
         definition = self.definitions.get(record.workflow_type)

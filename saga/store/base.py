@@ -258,9 +258,6 @@ class Store(Protocol):
     async def get_workflow(self, workflow_id: str) -> WorkflowRecord | None:
         """The current run of a workflow, or None."""
 
-    async def get_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
-        """The current runs of those of ``workflow_ids`` that exist, by id."""
-
     async def shard_count(self) -> int:
         """How many shards workflows hash into; fixed when the database was created."""
 

@@ -29,7 +29,6 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
-    any_,
     bindparam,
     delete,
     exists,
@@ -127,11 +126,6 @@ def _start_workflow(dialect: str) -> ClauseElement:
 _CREATE_WORKFLOW = Query(_upsert_workflow)
 _START_WORKFLOW = Query(_start_workflow)  # PostgreSQL only
 _GET_WORKFLOW = Query(select(workflows).where(_WF.workflow_id == _ID))
-_GET_WORKFLOWS = Query(  # PostgreSQL only: SQLite has no arrays (and no round trips)
-    select(workflows).where(
-        _WF.workflow_id == any_(bindparam("b_ids", type_=postgresql.ARRAY(String())))
-    )
-)
 _RUN_ID_OF = Query(select(_WF.run_id).where(_WF.workflow_id == _ID))
 _STATUS_OF = Query(select(_WF.status).where(_WF.workflow_id == _ID))
 _DELETE_INBOX_OF = Query(delete(inbox).where(inbox.c.workflow_id == _ID))
@@ -345,22 +339,6 @@ class SQLStore:
             return None if row is None else _record(row)
 
         return await self._run("get_workflow", body)
-
-    async def get_workflows(self, workflow_ids: Sequence[str]) -> dict[str, WorkflowRecord]:
-        """The current runs of those of ``workflow_ids`` that exist, in one round trip."""
-        ids = list(workflow_ids)
-        if self._db.backend == "postgresql":
-
-            async def body(tx: Tx) -> list[Any]:
-                return await tx.fetch(_GET_WORKFLOWS, {"b_ids": ids})
-
-        else:
-
-            async def body(tx: Tx) -> list[Any]:
-                rows = [await tx.fetchrow(_GET_WORKFLOW, {"b_workflow_id": w}) for w in ids]
-                return [row for row in rows if row is not None]
-
-        return {row.workflow_id: _record(row) for row in await self._run("get_workflows", body)}
 
     async def shard_count(self) -> int:
         """How many shards workflows hash into (``saga_meta``), read once and kept."""

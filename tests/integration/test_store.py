@@ -140,17 +140,6 @@ async def test_create_then_get_round_trips_every_field(store: SQLStore) -> None:
     assert await store.get_workflow("missing") is None
 
 
-async def test_get_workflows_reads_those_that_exist(store: SQLStore) -> None:
-    await store.create_workflow(record("a", "a.1"))
-    await store.create_workflow(record("b", "b.1"))
-
-    got = await store.get_workflows(["b", "missing", "a"])
-
-    assert {k: v.run_id for k, v in got.items()} == {"a": "a.1", "b": "b.1"}
-    assert got["a"] == await store.get_workflow("a")
-    assert await store.get_workflows([]) == {}
-
-
 async def test_create_refuses_a_running_workflow(store: SQLStore) -> None:
     await store.create_workflow(record())
 
