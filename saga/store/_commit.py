@@ -182,8 +182,7 @@ async def commit_batch(tx: Tx, batch: WriteBatch, backend: str, now: datetime) -
     fences = [_fence_params(w, now) for w in writes]
     shards: dict[str, int] = {}
     if backend == "postgresql" and len({w.workflow_id for w in writes}) == len(writes) > 1:
-        arrays = {key: [f[key] for f in fences] for key in fences[0]}
-        for row in await tx.fetch(_FENCE_MANY, arrays):
+        for row in await tx.fetch(_FENCE_MANY, _fence_arrays(fences)):
             shards[row.workflow_id] = row.shard
         held = [w for w in writes if w.workflow_id in shards]
     else:  # SQLite, a single write, or one workflow written twice (the second is stale)
@@ -330,7 +329,7 @@ async def commit_statement(tx: Tx, batch: WriteBatch, now: datetime) -> list[str
         "now": now,
     }
     fences = [_fence_params(w, now) for w in writes]
-    params.update({key: [f[key] for f in fences] for key in _FENCE_KEYS})
+    params.update(_fence_arrays(fences))
     _columns(params, "do", [(w.workflow_id, s) for w in open_writes for s in w.outbox_delete_seqs])
     _columns(
         params,
@@ -374,6 +373,13 @@ async def commit_statement(tx: Tx, batch: WriteBatch, now: datetime) -> list[str
 
 
 _FENCE_KEYS = tuple(f"b_{name}" for name in _FENCE_TYPES)
+
+
+def _fence_arrays(fences: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """The writes' fence parameters as one array per column, for ``unnest``."""
+    return {key: [f[key] for f in fences] for key in _FENCE_KEYS}
+
+
 _COLUMNS = {
     "do": ("wf", "seq"),
     "dt": ("wf", "kind", "seq"),
